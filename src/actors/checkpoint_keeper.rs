@@ -1,0 +1,389 @@
+//! CheckpointKeeper: owns the file states in `ingest_files`. It alone
+//! decides that a file is finished.
+//!
+//! - Receives: `ClaimFile` (Watcher), `BatchCommitted` (Writer),
+//!   `RecordFailure` (Supervisor), `Pending` (Supervisor, for the drain).
+//! - Emits: `FileFinished` to the Watcher.
+//! - State: the number of files whose after-commit disk work is running.
+//! - On restart: nothing is kept; the table is the state.
+//! - On drain: the Supervisor waits until its disk work is done (or the
+//!   deadline passes: the next start redoes it).
+//! - Backpressure: claims are one query each; the Watcher limits how many
+//!   files are in flight.
+//!
+//! A file is done only when its last batch is committed and its rows add up
+//! (rows = written + duplicate + rejected). The disk work after that — the
+//! `<file>.rejects.csv` and the move — is idempotent and retried: if we die
+//! in the middle, the next claim of the same identity answers `Done` and
+//! redoes it, without reading a row again.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::config::AfterCommit;
+use crate::db::{sql, DbError, Pool};
+use crate::messages::{BatchCommitted, BatchEnd, Claim, ClaimFile, FileFinished, FileTask, RecordFailure};
+use crate::metrics::metrics;
+
+/// Rejects fetched per query when writing a rejects file.
+const REJECTS_PAGE: i64 = 10_000;
+const RETRY_BASE: Duration = Duration::from_millis(200);
+const RETRY_CAP: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct KeeperSettings {
+    pub processed: PathBuf,
+    pub bad_records: PathBuf,
+    pub after_commit: AfterCommit,
+    pub max_file_attempts: u32,
+}
+
+pub struct CheckpointKeeper {
+    pool: Pool,
+    settings: Arc<KeeperSettings>,
+    watcher: Option<Recipient<FileFinished>>,
+    /// Files whose after-commit disk work has not finished.
+    pending: usize,
+}
+
+impl CheckpointKeeper {
+    pub fn new(pool: Pool, settings: KeeperSettings) -> Self {
+        CheckpointKeeper { pool, settings: Arc::new(settings), watcher: None, pending: 0 }
+    }
+
+    fn finished(&self, path: PathBuf, fingerprint: String, retry: bool) {
+        if let Some(w) = &self.watcher {
+            w.do_send(FileFinished { path, fingerprint, retry });
+        }
+    }
+
+    /// Marks the file done (retrying while the database is away), then runs
+    /// the disk work.
+    fn complete(&mut self, file: Arc<FileTask>, ctx: &mut Context<Self>) {
+        self.pending += 1;
+        let pool = self.pool.clone();
+        let settings = self.settings.clone();
+        let fut = async move {
+            let mut delay = RETRY_BASE;
+            let rejected = loop {
+                match mark_done(&pool, file.file_id).await {
+                    Ok(r) => break r,
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(file = %file.name, error = %e, "cannot mark file done yet; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(RETRY_CAP);
+                    }
+                    Err(e) => {
+                        tracing::error!(file = %file.name, error = %e, "cannot mark file done");
+                        return file;
+                    }
+                }
+            };
+            finish_on_disk(&pool, &settings, &file, rejected).await;
+            file
+        };
+        ctx.spawn(fut.into_actor(self).map(|file, act, _| {
+            act.pending -= 1;
+            act.finished(file.path.clone(), file.fingerprint.clone(), false);
+        }));
+    }
+}
+
+/// Returns the file's rejected count, once it is done. A file whose rows do
+/// not add up is never marked done: that would be a bug, and it is parked
+/// with the reason instead of being hidden.
+async fn mark_done(pool: &Pool, file_id: i64) -> Result<Option<i64>, DbError> {
+    let conn = pool.get().await.map_err(DbError::pool("mark done"))?;
+    if let Some(row) = conn.query_opt(sql::MARK_DONE, &[&file_id]).await.map_err(DbError::pg("mark done"))? {
+        metrics().files_done.inc();
+        return Ok(Some(row.get::<_, i64>(3)));
+    }
+    let row = conn.query_one(sql::FILE_STATE, &[&file_id]).await.map_err(DbError::pg("mark done"))?;
+    let state: String = row.get(0);
+    if state == "done" {
+        return Ok(Some(row.get::<_, i64>(4)));
+    }
+    let (total, w, d, r): (i64, i64, i64, i64) = (row.get(1), row.get(2), row.get(3), row.get(4));
+    let error = format!("rows do not add up: {total} rows, {w} written + {d} duplicate + {r} rejected");
+    tracing::error!(file_id, %error, "file parked");
+    conn.execute(sql::PARK_FILE, &[&file_id, &error]).await.map_err(DbError::pg("park file"))?;
+    metrics().files_failed.inc();
+    Ok(None)
+}
+
+/// The disk work after a file is done: its rejects file, then the move or
+/// delete. Retried with backoff until it succeeds; never reads rows again.
+async fn finish_on_disk(pool: &Pool, settings: &KeeperSettings, file: &FileTask, rejected: Option<i64>) {
+    let Some(rejected) = rejected else { return };
+    let mut delay = RETRY_BASE;
+    loop {
+        let result = async {
+            if rejected > 0 {
+                write_rejects_file(pool, settings, file).await?;
+            }
+            let settings = settings.clone();
+            let file = file.clone();
+            tokio::task::spawn_blocking(move || after_commit(&settings, &file)).await.map_err(|e| e.to_string())?
+        }
+        .await;
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                metrics().disk_errors.inc();
+                tracing::warn!(file = %file.name, error = %e, retry_in_ms = delay.as_millis() as u64, "after-commit disk work failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_CAP);
+            }
+        }
+    }
+}
+
+/// `<bad_records>/<file>.rejects.csv`: line, reason, detail, raw. Written to
+/// a temp name page by page, fsynced, then renamed. If a file of that name
+/// exists with other content (an earlier file of the same name), this one
+/// gets the fingerprint in its name instead of overwriting it.
+async fn write_rejects_file(pool: &Pool, settings: &KeeperSettings, file: &FileTask) -> Result<(), String> {
+    let tmp = settings.bad_records.join(format!(".{}.{}.rejects.tmp", file.name, std::process::id()));
+    let tmp_path = tmp.clone();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp_path)?;
+        f.write_all(b"line,reason,detail,raw\n")
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let mut after: i64 = 0;
+    loop {
+        let rows = {
+            let conn = pool.get().await.map_err(|e| DbError::pool("read rejects")(e).to_string())?;
+            conn.query(&format!("{} LIMIT {REJECTS_PAGE}", sql::REJECTS_OF_FILE_AFTER), &[&file.file_id, &after])
+                .await
+                .map_err(|e| DbError::pg("read rejects")(e).to_string())?
+        };
+        let Some(last) = rows.last() else { break };
+        after = last.get(0);
+        let page: Vec<(i64, String, String, Vec<u8>)> =
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+        let full = page.len() as i64 == REJECTS_PAGE;
+        let tmp_path = tmp.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let f = std::fs::OpenOptions::new().append(true).open(&tmp_path)?;
+            let mut w = csv::Writer::from_writer(std::io::BufWriter::new(f));
+            for (line, reason, detail, raw) in page {
+                w.write_record([line.to_string().as_bytes(), reason.as_bytes(), detail.as_bytes(), &raw])
+                    .map_err(std::io::Error::other)?;
+            }
+            w.flush()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        if !full {
+            break;
+        }
+    }
+    let settings = settings.clone();
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        std::fs::File::open(&tmp)?.sync_all()?;
+        let plain = settings.bad_records.join(format!("{}.rejects.csv", file.name));
+        let target = if !plain.exists() || same_content(&plain, &tmp)? {
+            plain
+        } else {
+            settings.bad_records.join(format!("{}.{}.rejects.csv", file.name, short_fingerprint(&file.fingerprint)))
+        };
+        std::fs::rename(&tmp, &target)?;
+        std::fs::File::open(&settings.bad_records)?.sync_all()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
+fn same_content(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<bool> {
+    let (ma, mb) = (std::fs::metadata(a)?, std::fs::metadata(b)?);
+    if ma.len() != mb.len() {
+        return Ok(false);
+    }
+    Ok(std::fs::read(a)? == std::fs::read(b)?)
+}
+
+fn short_fingerprint(fp: &str) -> &str {
+    let hash = fp.rsplit('-').next().unwrap_or(fp);
+    &hash[..hash.len().min(12)]
+}
+
+/// Moves, deletes or keeps the source file. A file already gone counts as
+/// moved (it may have been moved before a crash, or deleted by someone).
+fn after_commit(settings: &KeeperSettings, file: &FileTask) -> Result<(), String> {
+    let present = match std::fs::symlink_metadata(&file.path) {
+        Ok(m) => m.file_type().is_file() && m.len() == file.size,
+        Err(_) => false,
+    };
+    if !present {
+        return Ok(());
+    }
+    match settings.after_commit {
+        AfterCommit::Keep => Ok(()),
+        AfterCommit::Delete => std::fs::remove_file(&file.path).map_err(|e| format!("delete: {e}")),
+        AfterCommit::Move => {
+            let plain = settings.processed.join(&file.name);
+            // Never overwrite an earlier file of the same name.
+            let target = if plain.exists() {
+                settings.processed.join(crate::fsutil::tagged_name(&file.name, short_fingerprint(&file.fingerprint)))
+            } else {
+                plain
+            };
+            crate::fsutil::move_file(&file.path, &target).map_err(|e| format!("move to {}: {e}", target.display()))
+        }
+    }
+}
+
+impl Actor for CheckpointKeeper {
+    type Context = Context<Self>;
+}
+
+/// Supervisor → CheckpointKeeper: where to announce finished files.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetWatcher(pub Recipient<FileFinished>);
+
+impl Handler<SetWatcher> for CheckpointKeeper {
+    type Result = ();
+    fn handle(&mut self, msg: SetWatcher, _: &mut Context<Self>) {
+        self.watcher = Some(msg.0);
+    }
+}
+
+/// Supervisor → CheckpointKeeper: files whose disk work is still running.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Pending;
+
+impl Handler<Pending> for CheckpointKeeper {
+    type Result = usize;
+    fn handle(&mut self, _: Pending, _: &mut Context<Self>) -> usize {
+        self.pending
+    }
+}
+
+impl Handler<ClaimFile> for CheckpointKeeper {
+    type Result = ResponseActFuture<Self, Result<Claim, DbError>>;
+
+    fn handle(&mut self, msg: ClaimFile, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        let settings = self.settings.clone();
+        let fut = async move {
+            let conn = pool.get().await.map_err(DbError::pool("claim file"))?;
+            let path = msg.path.to_string_lossy().into_owned();
+            let row = conn
+                .query_one(sql::CLAIM_FILE, &[&path, &msg.name, &msg.fingerprint, &(msg.size as i64)])
+                .await
+                .map_err(DbError::pg("claim file"))?;
+            let state: String = row.get(1);
+            let task = FileTask {
+                file_id: row.get(0),
+                gzip: msg.name.to_ascii_lowercase().ends_with(".gz"),
+                path: msg.path,
+                name: msg.name,
+                fingerprint: msg.fingerprint,
+                size: msg.size,
+                offset: row.get::<_, i64>(2) as u64,
+                line: row.get::<_, i64>(3) as u64,
+            };
+            Ok(match state.as_str() {
+                "done" => {
+                    // Seen again: the rows are in; only the disk work may be
+                    // missing (we died after the commit, or the same content
+                    // was dropped again).
+                    let rejected = conn
+                        .query_one(sql::FILE_STATE, &[&task.file_id])
+                        .await
+                        .map_err(DbError::pg("claim file"))?
+                        .get::<_, i64>(4);
+                    drop(conn);
+                    finish_on_disk(&pool, &settings, &task, Some(rejected)).await;
+                    Claim::Done
+                }
+                "failed" => Claim::Parked,
+                _ => Claim::Read(task),
+            })
+        };
+        Box::pin(fut.into_actor(self))
+    }
+}
+
+impl Handler<BatchCommitted> for CheckpointKeeper {
+    type Result = ();
+
+    fn handle(&mut self, msg: BatchCommitted, ctx: &mut Context<Self>) {
+        match msg.end {
+            BatchEnd::More => {}
+            BatchEnd::Eof => self.complete(msg.file, ctx),
+            BatchEnd::Abort { error, park: false } => {
+                metrics().watch_errors.inc();
+                tracing::warn!(file = %msg.file.name, %error, "cannot read file; will retry later");
+                self.finished(msg.file.path.clone(), msg.file.fingerprint.clone(), true);
+            }
+            BatchEnd::Abort { error, park: true } => {
+                let pool = self.pool.clone();
+                let file = msg.file;
+                let fut = async move {
+                    let mut delay = RETRY_BASE;
+                    loop {
+                        let r = async {
+                            let conn = pool.get().await.map_err(DbError::pool("park file"))?;
+                            conn.execute(sql::PARK_FILE, &[&file.file_id, &error])
+                                .await
+                                .map_err(DbError::pg("park file"))
+                        }
+                        .await;
+                        match r {
+                            Ok(_) => break,
+                            Err(e) if e.is_transient() => {
+                                tokio::time::sleep(delay).await;
+                                delay = (delay * 2).min(RETRY_CAP);
+                            }
+                            Err(e) => {
+                                tracing::error!(file = %file.name, error = %e, "cannot park file");
+                                break;
+                            }
+                        }
+                    }
+                    metrics().files_failed.inc();
+                    tracing::error!(file = %file.name, %error, "file parked as failed: its content cannot be read");
+                    file
+                };
+                ctx.spawn(fut.into_actor(self).map(|file, act, _| {
+                    act.finished(file.path.clone(), file.fingerprint.clone(), false);
+                }));
+            }
+        }
+    }
+}
+
+impl Handler<RecordFailure> for CheckpointKeeper {
+    type Result = ResponseFuture<Result<bool, DbError>>;
+
+    fn handle(&mut self, msg: RecordFailure, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        let limit = self.settings.max_file_attempts as i32;
+        Box::pin(async move {
+            let conn = pool.get().await.map_err(DbError::pool("record failure"))?;
+            let row = conn
+                .query_opt(sql::RECORD_FAILURE, &[&msg.file_id, &msg.error, &limit])
+                .await
+                .map_err(DbError::pg("record failure"))?;
+            let parked = row.map(|r| r.get::<_, String>(0) == "failed").unwrap_or(false);
+            if parked {
+                metrics().files_failed.inc();
+                tracing::error!(file_id = msg.file_id, error = %msg.error, "file parked as failed after repeated failures");
+            }
+            Ok(parked)
+        })
+    }
+}

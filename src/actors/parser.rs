@@ -1,0 +1,330 @@
+//! Parser: streams one file at a time into batches of records.
+//!
+//! - Receives: `ReadFile` (Watcher), `StopReading` (Supervisor).
+//! - Emits: `ParsedBatch` to the Validator, each holding one credit.
+//! - State: queued files; the open file's cursor (reader, header, position).
+//! - On restart: nothing is kept; files come again from the Watcher with
+//!   their committed offsets.
+//! - On drain: stops reading; batches already emitted flow on.
+//! - Backpressure: a batch is read only after a credit is taken from the
+//!   window, so a slow or stalled database stops the reading here.
+//!
+//! Reading and parsing run on tokio's blocking pool: the actor thread also
+//! drives the database connections and must never block.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::Semaphore;
+
+use crate::actors::validator::Validator;
+use crate::core::header::Header;
+use crate::core::reader::RecordReader;
+use crate::core::record::RawRecord;
+use crate::messages::{BatchEnd, ChildFailed, Credit, FileTask, ParsedBatch, ReadFile, StopReading};
+
+const READ_BUFFER: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ParserSettings {
+    pub batch_rows: usize,
+    pub max_record_bytes: usize,
+}
+
+type Stream = Box<dyn BufRead + Send>;
+
+/// An open file being read.
+struct Cursor {
+    task: Arc<FileTask>,
+    header: Arc<Header>,
+    reader: RecordReader<Stream>,
+    /// For noticing truncation while the file is read.
+    file: File,
+    /// Checkpoint where the next batch starts.
+    offset: u64,
+}
+
+pub struct Parser {
+    settings: ParserSettings,
+    validator: Addr<Validator>,
+    supervisor: Recipient<ChildFailed>,
+    credits: Arc<Semaphore>,
+    queue: VecDeque<FileTask>,
+    cursor: Option<Box<Cursor>>,
+    busy: bool,
+    stopped: bool,
+}
+
+impl Parser {
+    pub fn new(
+        settings: ParserSettings,
+        validator: Addr<Validator>,
+        supervisor: Recipient<ChildFailed>,
+        credits: Arc<Semaphore>,
+    ) -> Self {
+        Parser {
+            settings,
+            validator,
+            supervisor,
+            credits,
+            queue: VecDeque::new(),
+            cursor: None,
+            busy: false,
+            stopped: false,
+        }
+    }
+
+    /// Reads the next batch if there is work, no batch is being read, and
+    /// the window has room.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.busy || self.stopped {
+            return;
+        }
+        let work = match self.cursor.take() {
+            Some(c) => Work::Continue(c),
+            None => match self.queue.pop_front() {
+                Some(t) => Work::Open(t),
+                None => return,
+            },
+        };
+        self.busy = true;
+        let credits = self.credits.clone();
+        let validator = self.validator.clone();
+        let settings = self.settings.clone();
+        let fut = async move {
+            let Ok(permit) = credits.acquire_owned().await else {
+                return Step::Stopped;
+            };
+            let credit = Credit(permit);
+            let file_id = work.file_id();
+            let parsed = tokio::task::spawn_blocking(move || read_batch(work, &settings)).await;
+            let (msg, cursor) = match parsed {
+                Ok(Ok((cursor, batch))) => (batch.into_message(credit), cursor),
+                Ok(Err((task, error))) => {
+                    let park = is_permanent(&error);
+                    let msg = ParsedBatch {
+                        start_offset: task.offset,
+                        end_offset: task.offset,
+                        end_line: task.line,
+                        header: Arc::new(Header::parse(&RawRecord::default())),
+                        file: task,
+                        records: Vec::new(),
+                        end: BatchEnd::Abort { error: error.to_string(), park },
+                        credit,
+                    };
+                    (msg, None)
+                }
+                Err(join) => {
+                    return Step::Failed(ChildFailed {
+                        actor: "parser",
+                        file: Some(file_id),
+                        error: panic_message(join),
+                    })
+                }
+            };
+            if validator.send(msg).await.is_err() {
+                return Step::Stopped;
+            }
+            Step::Sent(cursor)
+        };
+        ctx.spawn(fut.into_actor(self).map(|step, act, ctx| {
+            act.busy = false;
+            match step {
+                Step::Sent(cursor) => {
+                    act.cursor = cursor;
+                    act.pump(ctx);
+                }
+                Step::Stopped => {}
+                Step::Failed(failure) => {
+                    act.supervisor.do_send(failure);
+                    ctx.stop();
+                }
+            }
+        }));
+    }
+}
+
+enum Work {
+    Open(FileTask),
+    Continue(Box<Cursor>),
+}
+
+impl Work {
+    fn file_id(&self) -> i64 {
+        match self {
+            Work::Open(t) => t.file_id,
+            Work::Continue(c) => c.task.file_id,
+        }
+    }
+}
+
+enum Step {
+    Sent(Option<Box<Cursor>>),
+    Stopped,
+    Failed(ChildFailed),
+}
+
+struct Batch {
+    task: Arc<FileTask>,
+    header: Arc<Header>,
+    start_offset: u64,
+    end_offset: u64,
+    end_line: u64,
+    records: Vec<RawRecord>,
+    eof: bool,
+}
+
+impl Batch {
+    fn into_message(self, credit: Credit) -> ParsedBatch {
+        ParsedBatch {
+            file: self.task,
+            header: self.header,
+            start_offset: self.start_offset,
+            end_offset: self.end_offset,
+            end_line: self.end_line,
+            records: self.records,
+            end: if self.eof { BatchEnd::Eof } else { BatchEnd::More },
+            credit,
+        }
+    }
+}
+
+type ReadResult = Result<(Option<Box<Cursor>>, Batch), (Arc<FileTask>, io::Error)>;
+
+fn read_batch(work: Work, settings: &ParserSettings) -> ReadResult {
+    let mut cursor = match work {
+        Work::Continue(c) => c,
+        Work::Open(task) => {
+            let task = Arc::new(task);
+            match open(task.clone(), settings) {
+                Ok(c) => Box::new(c),
+                Err(e) => return Err((task, e)),
+            }
+        }
+    };
+    crate::failpoints::hit("parser_batch", &cursor.task.name);
+    let mut records = Vec::with_capacity(settings.batch_rows.min(4096));
+    let mut eof = false;
+    let result = (|| {
+        while records.len() < settings.batch_rows {
+            let mut rec = RawRecord::default();
+            if !cursor.reader.read_record(&mut rec)? {
+                eof = true;
+                break;
+            }
+            records.push(rec);
+        }
+        // A file that shrank under us is being rewritten: do not commit what
+        // may be a torn record; the new content is a new identity.
+        if cursor.file.metadata()?.len() < cursor.task.size {
+            return Err(io::Error::other("file truncated while being read"));
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        return Err((cursor.task.clone(), e));
+    }
+    let batch = Batch {
+        task: cursor.task.clone(),
+        header: cursor.header.clone(),
+        start_offset: cursor.offset,
+        end_offset: cursor.reader.offset(),
+        end_line: cursor.reader.line(),
+        records,
+        eof,
+    };
+    cursor.offset = batch.end_offset;
+    Ok((if eof { None } else { Some(cursor) }, batch))
+}
+
+/// Opens a file, reads its header, and positions the reader at the task's
+/// committed offset.
+fn open(task: Arc<FileTask>, settings: &ParserSettings) -> io::Result<Cursor> {
+    let file = crate::fsutil::open_regular(&task.path)?;
+    if file.metadata()?.len() != task.size {
+        return Err(io::Error::other("file changed since it was identified"));
+    }
+    let mut reader = RecordReader::new(stream(&file, task.gzip)?, 0, 1, settings.max_record_bytes);
+    let mut header_rec = RawRecord::default();
+    reader.read_header(&mut header_rec)?;
+    let header = Arc::new(Header::parse(&header_rec));
+    if task.offset > reader.offset() {
+        // Resume: a fresh stream at the committed offset (for gzip, the
+        // decompressed offset, reached by decompressing up to it).
+        let mut s = stream(&file, task.gzip)?;
+        if task.gzip {
+            let skipped = io::copy(&mut (&mut s).take(task.offset), &mut io::sink())?;
+            if skipped != task.offset {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "checkpoint beyond end of file"));
+            }
+        } else {
+            let mut f = file.try_clone()?;
+            f.seek(SeekFrom::Start(task.offset))?;
+            s = Box::new(BufReader::with_capacity(READ_BUFFER, f));
+        }
+        reader = RecordReader::new(s, task.offset, task.line, settings.max_record_bytes);
+    }
+    Ok(Cursor { offset: task.offset, task, header, reader, file })
+}
+
+fn stream(file: &File, gzip: bool) -> io::Result<Stream> {
+    let mut f = file.try_clone()?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(if gzip {
+        let inner = BufReader::with_capacity(READ_BUFFER, f);
+        Box::new(BufReader::with_capacity(READ_BUFFER, flate2::bufread::MultiGzDecoder::new(inner)))
+    } else {
+        Box::new(BufReader::with_capacity(READ_BUFFER, f))
+    })
+}
+
+/// Damaged content will not get better by waiting: park the file. Missing
+/// permissions or a file that changed may: retry later.
+fn is_permanent(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof)
+}
+
+pub fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("panic: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("panic: {s}")
+    } else {
+        "panic".into()
+    }
+}
+
+impl Actor for Parser {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(crate::actors::mailbox_capacity());
+    }
+}
+
+impl Handler<ReadFile> for Parser {
+    type Result = ();
+    fn handle(&mut self, msg: ReadFile, ctx: &mut Context<Self>) {
+        if self.stopped {
+            return;
+        }
+        self.queue.push_back(msg.0);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<StopReading> for Parser {
+    type Result = ();
+    fn handle(&mut self, _: StopReading, _: &mut Context<Self>) {
+        self.stopped = true;
+        self.queue.clear();
+        self.cursor = None;
+    }
+}

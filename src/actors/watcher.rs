@@ -1,0 +1,482 @@
+//! Watcher: finds files in the incoming folder and hands each stable one,
+//! once identified and claimed, to the Parser.
+//!
+//! - Receives: notify hints (from notify's thread, via `try_send`),
+//!   `FileFinished` (CheckpointKeeper), `StopIntake`, `IsIdle` (Supervisor).
+//! - Emits: `ClaimFile` to the CheckpointKeeper, `ReadFile` to the Parser.
+//! - State: candidates and how long they have held still; files in flight;
+//!   a cache of finished identities so a rescan does not hash them again.
+//! - On restart: nothing is kept; a full scan rebuilds everything and the
+//!   CheckpointKeeper says where each file resumes.
+//! - On drain: stops scanning and dispatching; files in flight are left to
+//!   the Parser's drain.
+//! - Backpressure: at most `files_in_flight` files are dispatched at once;
+//!   the rest wait here as small path entries, never as data.
+//!
+//! Correctness never depends on notify (it misses pre-existing files, moves
+//! from other file systems and queue overflows): a full rescan runs at start
+//! and every `rescan_interval_ms`; a hint only makes a file seen sooner.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use notify::{EventKind, RecursiveMode, Watcher as _};
+
+use crate::actors::checkpoint_keeper::CheckpointKeeper;
+use crate::actors::parser::Parser;
+use crate::messages::{Claim, ClaimFile, FileFinished, IsIdle, ReadFile, StopIntake};
+use crate::metrics::metrics;
+
+/// How often candidates are re-checked for stability.
+const TICK: Duration = Duration::from_millis(50);
+/// Bytes hashed for the fingerprint.
+const FINGERPRINT_BYTES: usize = 64 * 1024;
+
+pub struct WatcherSettings {
+    pub incoming: PathBuf,
+    pub stable_for: Duration,
+    pub rescan_interval: Duration,
+    pub files_in_flight: usize,
+}
+
+/// What a stat of the file said last time, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stat {
+    size: u64,
+    mtime_ns: i128,
+    ino: u64,
+}
+
+struct Candidate {
+    stat: Stat,
+    /// Monotonic time since the stat has not changed (wall-clock mtimes can
+    /// be in the future or jump back).
+    since: Instant,
+    /// A rename into the folder was seen: the producer says it is complete.
+    renamed: bool,
+}
+
+pub struct Watcher {
+    settings: WatcherSettings,
+    ck: Addr<CheckpointKeeper>,
+    parser: Addr<Parser>,
+    candidates: HashMap<PathBuf, Candidate>,
+    /// Dispatched (claimed and being read) files, with their fingerprint.
+    in_flight: HashMap<PathBuf, String>,
+    /// Being identified or claimed right now.
+    claiming: HashSet<PathBuf>,
+    /// Identities already finished, by path, with the stat they had.
+    finished: HashMap<PathBuf, Stat>,
+    /// Set by notify's thread when a hint could not be queued.
+    rescan_needed: Arc<AtomicBool>,
+    scanning: bool,
+    statting: bool,
+    /// A file finished or a hint arrived since the last full scan began.
+    dirty: bool,
+    scans_completed: u64,
+    last_scan: Instant,
+    intake_stopped: bool,
+    /// Keeps notify's thread alive; dropped with the actor.
+    _notify: Option<notify::RecommendedWatcher>,
+}
+
+impl Watcher {
+    pub fn new(settings: WatcherSettings, ck: Addr<CheckpointKeeper>, parser: Addr<Parser>) -> Self {
+        Watcher {
+            settings,
+            ck,
+            parser,
+            candidates: HashMap::new(),
+            in_flight: HashMap::new(),
+            claiming: HashSet::new(),
+            finished: HashMap::new(),
+            rescan_needed: Arc::new(AtomicBool::new(false)),
+            scanning: false,
+            statting: false,
+            dirty: true,
+            scans_completed: 0,
+            last_scan: Instant::now(),
+            intake_stopped: false,
+            _notify: None,
+        }
+    }
+
+    fn start_notify(&mut self, ctx: &mut Context<Self>) {
+        let addr = ctx.address();
+        let flag = self.rescan_needed.clone();
+        let handler = move |res: notify::Result<notify::Event>| match res {
+            Ok(ev) => {
+                if ev.need_rescan() {
+                    flag.store(true, Ordering::Relaxed);
+                    return;
+                }
+                let renamed = matches!(ev.kind, EventKind::Modify(notify::event::ModifyKind::Name(_)));
+                for path in ev.paths {
+                    // Never block notify's thread: a full mailbox turns into
+                    // a rescan.
+                    if addr.try_send(Hint { path, renamed }).is_err() {
+                        flag.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "file watch error; rescanning");
+                flag.store(true, Ordering::Relaxed);
+            }
+        };
+        match notify::recommended_watcher(handler) {
+            Ok(mut w) => match w.watch(&self.settings.incoming, RecursiveMode::NonRecursive) {
+                Ok(()) => self._notify = Some(w),
+                Err(e) => tracing::warn!(error = %e, "cannot watch the incoming folder; relying on rescans"),
+            },
+            Err(e) => tracing::warn!(error = %e, "no file watcher; relying on rescans"),
+        }
+    }
+
+    fn scan(&mut self, ctx: &mut Context<Self>) {
+        if self.scanning || self.intake_stopped {
+            return;
+        }
+        self.scanning = true;
+        self.dirty = false;
+        self.last_scan = Instant::now();
+        self.rescan_needed.store(false, Ordering::Relaxed);
+        let dir = self.settings.incoming.clone();
+        let fut = async move { tokio::task::spawn_blocking(move || list_candidates(&dir)).await };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.scanning = false;
+            match res {
+                Ok(Ok(found)) => {
+                    act.scans_completed += 1;
+                    let present: HashSet<&PathBuf> = found.iter().map(|(p, _)| p).collect();
+                    act.candidates.retain(|p, _| present.contains(p));
+                    act.finished.retain(|p, _| present.contains(p));
+                    for (path, stat) in found {
+                        act.observe(path, stat, false);
+                    }
+                    metrics().files_pending.set(act.candidates.len() as i64);
+                    act.dispatch(ctx);
+                }
+                Ok(Err(e)) => {
+                    metrics().watch_errors.inc();
+                    tracing::error!(folder = %act.settings.incoming.display(), error = %e, "cannot list the incoming folder");
+                }
+                Err(e) => tracing::error!(error = %e, "folder scan task failed"),
+            }
+        }));
+    }
+
+    /// Records what a stat said about a candidate.
+    fn observe(&mut self, path: PathBuf, stat: Stat, renamed: bool) {
+        if self.in_flight.contains_key(&path) || self.claiming.contains(&path) {
+            return;
+        }
+        if self.finished.get(&path) == Some(&stat) {
+            return;
+        }
+        self.finished.remove(&path);
+        match self.candidates.get_mut(&path) {
+            Some(c) if c.stat == stat => c.renamed |= renamed,
+            Some(c) => {
+                c.stat = stat;
+                c.since = Instant::now();
+                c.renamed = renamed;
+            }
+            None => {
+                self.candidates.insert(path, Candidate { stat, since: Instant::now(), renamed });
+            }
+        }
+    }
+
+    /// Claims stable candidates while the in-flight limit allows.
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        if self.intake_stopped {
+            return;
+        }
+        let now = Instant::now();
+        let mut ready: Vec<(PathBuf, Stat)> = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| c.renamed || now.duration_since(c.since) >= self.settings.stable_for)
+            .map(|(p, c)| (p.clone(), c.stat.clone()))
+            .collect();
+        // Oldest name first gives producers' files a predictable order.
+        ready.sort_by(|a, b| a.0.cmp(&b.0));
+        for (path, stat) in ready {
+            if self.in_flight.len() + self.claiming.len() >= self.settings.files_in_flight {
+                break;
+            }
+            self.candidates.remove(&path);
+            self.claiming.insert(path.clone());
+            self.claim(path, stat, ctx);
+        }
+    }
+
+    fn claim(&mut self, path: PathBuf, stat: Stat, ctx: &mut Context<Self>) {
+        let ck = self.ck.clone();
+        let fut = async move {
+            let p = path.clone();
+            let fp = tokio::task::spawn_blocking(move || fingerprint(&p, &stat)).await;
+            let fp = match fp {
+                Ok(Ok(fp)) => fp,
+                Ok(Err(e)) => return (path, Err(e.to_string())),
+                Err(e) => return (path, Err(e.to_string())),
+            };
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let res = ck
+                .send(ClaimFile { path: path.clone(), name, fingerprint: fp.fingerprint.clone(), size: fp.stat.size })
+                .await;
+            match res {
+                Ok(Ok(claim)) => (path, Ok((claim, fp))),
+                Ok(Err(e)) => (path, Err(e.to_string())),
+                Err(e) => (path, Err(e.to_string())),
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(|(path, res), act, ctx| {
+            act.claiming.remove(&path);
+            match res {
+                Ok((Claim::Read(task), fp)) => {
+                    act.in_flight.insert(path, fp.fingerprint);
+                    let parser = act.parser.clone();
+                    ctx.spawn(
+                        async move {
+                            if let Err(e) = parser.send(ReadFile(task)).await {
+                                tracing::warn!(error = %e, "parser unavailable");
+                            }
+                        }
+                        .into_actor(act),
+                    );
+                }
+                Ok((Claim::Done, fp)) | Ok((Claim::Parked, fp)) => {
+                    act.finished.insert(path, fp.stat);
+                }
+                Err(e) => {
+                    // Unreadable (permission, vanished) or database down:
+                    // looked at again on the next rescan, never marked done.
+                    metrics().watch_errors.inc();
+                    tracing::warn!(file = %path.display(), error = %e, "cannot claim file; will retry");
+                }
+            }
+            act.dispatch(ctx);
+        }));
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.intake_stopped {
+            return;
+        }
+        if self.rescan_needed.load(Ordering::Relaxed) || self.last_scan.elapsed() >= self.settings.rescan_interval {
+            self.scan(ctx);
+        }
+        if !self.candidates.is_empty() && !self.statting {
+            self.statting = true;
+            // Re-stat waiting candidates so a growing file restarts its window.
+            let paths: Vec<PathBuf> = self.candidates.keys().cloned().collect();
+            let fut = async move {
+                tokio::task::spawn_blocking(move || {
+                    paths
+                        .into_iter()
+                        .map(|p| {
+                            let s = stat_candidate(&p);
+                            (p, s)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await
+            };
+            ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+                act.statting = false;
+                if let Ok(stats) = res {
+                    for (path, stat) in stats {
+                        match stat {
+                            Some(stat) => act.observe(path, stat, false),
+                            None => {
+                                act.candidates.remove(&path);
+                            }
+                        }
+                    }
+                }
+                act.dispatch(ctx);
+            }));
+        }
+    }
+}
+
+impl Actor for Watcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Hints can come in bursts; a full mailbox only costs a rescan.
+        ctx.set_mailbox_capacity(4096);
+        self.start_notify(ctx);
+        self.scan(ctx);
+        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
+    }
+}
+
+/// notify's thread → Watcher: something happened to this path.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Hint {
+    path: PathBuf,
+    renamed: bool,
+}
+
+impl Handler<Hint> for Watcher {
+    type Result = ();
+    fn handle(&mut self, msg: Hint, ctx: &mut Context<Self>) {
+        // Keyed like a scan's entries, whatever form notify gives the path in.
+        let Some(name) = msg.path.file_name() else { return };
+        let path = self.settings.incoming.join(name);
+        if self.intake_stopped || !is_candidate_name(&path) {
+            return;
+        }
+        self.dirty = true;
+        if let Some(stat) = stat_candidate(&path) {
+            self.observe(path, stat, msg.renamed);
+            if msg.renamed {
+                self.dispatch(ctx);
+            }
+        }
+    }
+}
+
+impl Handler<FileFinished> for Watcher {
+    type Result = ();
+    fn handle(&mut self, msg: FileFinished, ctx: &mut Context<Self>) {
+        if self.in_flight.remove(&msg.path).is_some() {
+            // Remember the identity while the file may still be there
+            // (after_commit = keep, or a move that failed and is retried).
+            if let Some(stat) = stat_candidate(&msg.path) {
+                self.finished.insert(msg.path, stat);
+            }
+        }
+        self.dirty = true;
+        self.dispatch(ctx);
+    }
+}
+
+impl Handler<StopIntake> for Watcher {
+    type Result = ();
+    fn handle(&mut self, _: StopIntake, _: &mut Context<Self>) {
+        self.intake_stopped = true;
+        self._notify = None;
+    }
+}
+
+impl Handler<IsIdle> for Watcher {
+    type Result = bool;
+    fn handle(&mut self, _: IsIdle, ctx: &mut Context<Self>) -> bool {
+        let quiet = self.candidates.is_empty() && self.in_flight.is_empty() && self.claiming.is_empty();
+        if !quiet {
+            return false;
+        }
+        if self.dirty || self.scans_completed == 0 {
+            self.scan(ctx);
+            return false;
+        }
+        !self.scanning
+    }
+}
+
+/// `*.csv` and `*.csv.gz` in any letter case, not hidden or temporary.
+pub fn is_candidate_name(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    if name.starts_with('.') {
+        return false;
+    }
+    let lower = name.to_ascii_lowercase();
+    (lower.ends_with(".csv") && lower.len() > 4) || (lower.ends_with(".csv.gz") && lower.len() > 7)
+}
+
+/// lstat: only regular files qualify; symlinks, FIFOs, sockets and
+/// directories are never opened.
+fn stat_candidate(path: &Path) -> Option<Stat> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_file() {
+        return None;
+    }
+    Some(Stat {
+        size: meta.len(),
+        mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+        ino: meta.ino(),
+    })
+}
+
+fn list_candidates(dir: &Path) -> std::io::Result<Vec<(PathBuf, Stat)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if !is_candidate_name(&path) {
+            continue;
+        }
+        match stat_candidate(&path) {
+            Some(stat) => out.push((path, stat)),
+            None => {
+                if std::fs::symlink_metadata(&path).is_ok() {
+                    tracing::debug!(file = %path.display(), "skipping: not a regular file");
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct Fingerprint {
+    fingerprint: String,
+    stat: Stat,
+}
+
+/// size + SHA-256 of the first bytes. Opened without following links and
+/// without blocking (a FIFO swapped in after the lstat must not hang us).
+fn fingerprint(path: &Path, expected: &Stat) -> std::io::Result<Fingerprint> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let file = crate::fsutil::open_regular(path)?;
+    let meta = file.metadata()?;
+    let stat = Stat {
+        size: meta.len(),
+        mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+        ino: meta.ino(),
+    };
+    if &stat != expected {
+        return Err(std::io::Error::other("file changed while being identified"));
+    }
+    let mut head = Vec::with_capacity(FINGERPRINT_BYTES.min(stat.size as usize));
+    file.take(FINGERPRINT_BYTES as u64).read_to_end(&mut head)?;
+    let digest = Sha256::digest(&head);
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Fingerprint { fingerprint: format!("{}-{}", stat.size, hex), stat })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidate_names() {
+        for (name, want) in [
+            ("a.csv", true),
+            ("A.CSV", true),
+            ("a.Csv.Gz", true),
+            ("a.csv.gz", true),
+            (".a.csv", false),
+            ("a.csv.tmp", false),
+            ("a.csv.part", false),
+            ("a.txt", false),
+            ("a.gz", false),
+            (".csv", false),
+            ("csv", false),
+        ] {
+            assert_eq!(is_candidate_name(Path::new(name)), want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Writer: commits each batch in one transaction — events, rejects and the
+//! file's checkpoint together — and tells the CheckpointKeeper.
+//!
+//! - Receives: `ValidatedBatch` (Validator).
+//! - Emits: `BatchCommitted` to the CheckpointKeeper; drops the batch (and
+//!   so returns its credit) only after that.
+//! - State: a queue of accepted batches; its own database connection.
+//! - On restart: queue and connection are dropped. An open transaction rolls
+//!   back; one whose COMMIT was in flight is settled by the checkpoint fence
+//!   when the batch is replayed.
+//! - On drain: finishes its queue (the Supervisor waits for the credits).
+//! - Backpressure: one transaction at a time; while the database is slow or
+//!   down, batches wait here holding their credits, so the Parser stops.
+//!
+//! Transient failures (connection lost, shutdown, disk full, read-only,
+//! timeouts) are retried forever with capped, jittered backoff: an outage
+//! only pauses the pipeline. Anything else is reported to the Supervisor.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use rand::RngExt;
+
+use crate::actors::checkpoint_keeper::CheckpointKeeper;
+use crate::db::write::{commit_batch, connect, Outcome, WriterConn};
+use crate::db::{sql, DbError, Pool};
+use crate::health::Health;
+use crate::messages::{BatchCommitted, BatchEnd, ChildFailed, Counts, ValidatedBatch};
+use crate::metrics::metrics;
+
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+pub struct Writer {
+    pool: Pool,
+    ck: Addr<CheckpointKeeper>,
+    supervisor: Recipient<ChildFailed>,
+    health: Arc<Health>,
+    batch_timeout: Duration,
+    queue: VecDeque<ValidatedBatch>,
+    /// Taken out while a transaction runs, put back after.
+    conn: Option<WriterConn>,
+    busy: bool,
+}
+
+impl Writer {
+    pub fn new(
+        pool: Pool,
+        ck: Addr<CheckpointKeeper>,
+        supervisor: Recipient<ChildFailed>,
+        health: Arc<Health>,
+        batch_timeout: Duration,
+    ) -> Self {
+        Writer { pool, ck, supervisor, health, batch_timeout, queue: VecDeque::new(), conn: None, busy: false }
+    }
+
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        let Some(batch) = self.queue.pop_front() else { return };
+        self.busy = true;
+        let pool = self.pool.clone();
+        let ck = self.ck.clone();
+        let health = self.health.clone();
+        let timeout = self.batch_timeout;
+        let conn = self.conn.take();
+        let fut = async move {
+            let (conn, result) = write_with_retry(&pool, conn, &batch, timeout, &health).await;
+            if let Ok(counts) = &result {
+                let _ =
+                    ck.send(BatchCommitted { file: batch.file.clone(), counts: *counts, end: batch.end.clone() }).await;
+            }
+            // The batch, and with it its credit, is released here: after the
+            // CheckpointKeeper has it.
+            let file_id = batch.file.file_id;
+            drop(batch);
+            (conn, result.map_err(|e| (file_id, e)))
+        };
+        ctx.spawn(fut.into_actor(self).map(|(conn, result), act, ctx| {
+            act.busy = false;
+            act.conn = conn;
+            match result {
+                Ok(_) => act.pump(ctx),
+                Err((file_id, e)) => {
+                    act.supervisor.do_send(ChildFailed { actor: "writer", file: Some(file_id), error: e.to_string() });
+                    ctx.stop();
+                }
+            }
+        }));
+    }
+}
+
+/// Commits one batch, retrying transient failures until it succeeds. Returns
+/// the connection to keep (none after a failure) and the outcome.
+async fn write_with_retry(
+    pool: &Pool,
+    mut conn: Option<WriterConn>,
+    batch: &ValidatedBatch,
+    timeout: Duration,
+    health: &Health,
+) -> (Option<WriterConn>, Result<Counts, DbError>) {
+    if let BatchEnd::Abort { .. } = batch.end {
+        // Nothing to write: the CheckpointKeeper parks or releases the file.
+        return (conn, Ok(Counts::default()));
+    }
+    let mut attempt: u32 = 0;
+    loop {
+        crate::failpoints::hit("writer_batch", &batch.file.name);
+        let started = Instant::now();
+        let result = async {
+            if conn.is_none() {
+                conn = Some(
+                    tokio::time::timeout(timeout, connect(pool))
+                        .await
+                        .map_err(|_| DbError::Timeout { context: "writer connect", timeout })??,
+                );
+            }
+            let c = conn.as_mut().expect("connected just above");
+            match tokio::time::timeout(timeout, commit_batch(c, batch)).await {
+                Ok(r) => r,
+                Err(_) => Err(DbError::Timeout { context: "batch transaction", timeout }),
+            }
+        }
+        .await;
+        match result {
+            Ok(outcome) => {
+                health.set_db_ok(true);
+                let counts = match outcome {
+                    Outcome::Committed(c) => {
+                        let m = metrics();
+                        m.batch_seconds.observe(started.elapsed().as_secs_f64());
+                        m.batches.inc();
+                        m.rows_written.inc_by(c.written);
+                        m.rows_duplicate.inc_by(c.duplicate);
+                        m.rows_rejected.inc_by(c.rejected);
+                        for r in &batch.rejects {
+                            m.rejects.with_label_values(&[r.reason.as_str()]).inc();
+                        }
+                        c
+                    }
+                    Outcome::AlreadyCommitted => {
+                        tracing::info!(file = %batch.file.name, offset = batch.end_offset, "batch was already committed; not written again");
+                        Counts::default()
+                    }
+                };
+                tracing::debug!(file = %batch.file.name, rows = counts.rows, written = counts.written, "batch committed");
+                return (conn, Ok(counts));
+            }
+            Err(e) if e.is_transient() => {
+                health.set_db_ok(false);
+                metrics().db_errors.inc();
+                if let (DbError::Timeout { .. }, Some(stale)) = (&e, conn.as_ref()) {
+                    terminate_backend(pool, stale.pid).await;
+                }
+                // A connection that failed once is not trusted again.
+                conn = None;
+                attempt = attempt.saturating_add(1);
+                let cap = BACKOFF_CAP.min(BACKOFF_BASE * 2u32.saturating_pow(attempt.min(16)));
+                let delay = Duration::from_millis(
+                    rand::rng().random_range(cap.as_millis() as u64 / 2..=cap.as_millis() as u64),
+                );
+                tracing::warn!(file = %batch.file.name, error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "batch not committed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return (None, Err(e)),
+        }
+    }
+}
+
+/// A backend that stopped answering may still commit when it wakes up;
+/// end it before the batch is replayed (the fence makes a late commit
+/// harmless anyway).
+async fn terminate_backend(pool: &Pool, pid: i32) {
+    let attempt = async {
+        let conn = pool.get().await.ok()?;
+        conn.execute(sql::TERMINATE_BACKEND, &[&pid]).await.ok()
+    };
+    if tokio::time::timeout(Duration::from_secs(5), attempt).await.is_err() {
+        tracing::warn!(pid, "could not terminate a stalled database backend");
+    }
+}
+
+impl Actor for Writer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(crate::actors::mailbox_capacity());
+    }
+}
+
+impl Handler<ValidatedBatch> for Writer {
+    type Result = ();
+    fn handle(&mut self, msg: ValidatedBatch, ctx: &mut Context<Self>) {
+        self.queue.push_back(msg);
+        self.pump(ctx);
+    }
+}

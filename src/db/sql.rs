@@ -1,0 +1,82 @@
+//! Every SQL statement the daemon runs, by name. The schema itself lives in
+//! `migrations/`.
+
+/// Serialises migration runs across processes (an arbitrary fixed key).
+pub const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(7212653918012)";
+pub const MIGRATION_HISTORY: &str = "CREATE TABLE IF NOT EXISTS ingestd_schema_history (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now())";
+pub const MIGRATIONS_APPLIED: &str = "SELECT version FROM ingestd_schema_history";
+pub const MIGRATION_RECORD: &str = "INSERT INTO ingestd_schema_history (version, name) VALUES ($1, $2)";
+
+/// Per writer connection. `synchronous_commit` is part of the guarantee: a
+/// commit the daemon acknowledged survives a database crash.
+pub const WRITER_SESSION: &str = "SET synchronous_commit = on;
+CREATE TEMP TABLE IF NOT EXISTS ingestd_staging (
+    event_id uuid,
+    event_type text,
+    user_id text,
+    session_id text,
+    product_id text,
+    product_name text,
+    product_category text,
+    price numeric,
+    quantity int4,
+    event_timestamp timestamptz,
+    device_type text,
+    user_agent text,
+    source_line int8
+) ON COMMIT DELETE ROWS";
+pub const BACKEND_PID: &str = "SELECT pg_backend_pid()";
+/// Ends a backend that stopped answering, so a late commit of its open
+/// transaction cannot race the replay (the fence would stop it anyway).
+pub const TERMINATE_BACKEND: &str = "SELECT pg_terminate_backend($1)";
+
+pub const COPY_STAGING: &str = "COPY ingestd_staging (event_id, event_type, user_id, session_id, product_id, \
+    product_name, product_category, price, quantity, event_timestamp, device_type, user_agent, source_line) \
+    FROM STDIN (FORMAT binary)";
+/// Rows whose event_id is already stored are skipped: they count as
+/// `duplicate`. The affected-row count is the number written.
+pub const MERGE_STAGING: &str = "INSERT INTO ecommerce_events (event_id, event_type, user_id, session_id, \
+    product_id, product_name, product_category, price, quantity, event_timestamp, device_type, user_agent, \
+    source_line, source_file) \
+    SELECT event_id, event_type, user_id, session_id, product_id, product_name, product_category, price, \
+    quantity, event_timestamp, device_type, user_agent, source_line, $1 FROM ingestd_staging \
+    ON CONFLICT (event_id) DO NOTHING";
+pub const COPY_REJECTS: &str = "COPY ingest_rejects (file_id, source_file, source_line, reason, detail, \
+    raw_line, raw_truncated) FROM STDIN (FORMAT binary)";
+/// The checkpoint fence: advances only from the offset the batch starts at,
+/// so a replayed or stale batch matches no row and its transaction is
+/// rolled back.
+pub const ADVANCE_CHECKPOINT: &str = "UPDATE ingest_files SET committed_offset = $3, committed_line = $4, \
+    rows_total = rows_total + $5, rows_written = rows_written + $6, rows_duplicate = rows_duplicate + $7, \
+    rows_rejected = rows_rejected + $8, batches = batches + 1, state = 'in_progress', updated_at = now() \
+    WHERE id = $1 AND committed_offset = $2 AND state IN ('pending', 'in_progress')";
+pub const READ_CHECKPOINT: &str = "SELECT committed_offset, state FROM ingest_files WHERE id = $1";
+
+/// Registers an identity, or finds it. The no-op update makes RETURNING
+/// answer for an existing row too.
+pub const CLAIM_FILE: &str = "INSERT INTO ingest_files (path, file_name, fingerprint, size) \
+    VALUES ($1, $2, $3, $4) \
+    ON CONFLICT (path, fingerprint) DO UPDATE SET updated_at = now() \
+    RETURNING id, state, committed_offset, committed_line";
+/// Only a file whose rows all add up can be done (the table's CHECK says
+/// the same).
+pub const MARK_DONE: &str = "UPDATE ingest_files SET state = 'done', finished_at = now(), updated_at = now() \
+    WHERE id = $1 AND state IN ('pending', 'in_progress') \
+    AND rows_total = rows_written + rows_duplicate + rows_rejected \
+    RETURNING rows_total, rows_written, rows_duplicate, rows_rejected";
+pub const FILE_STATE: &str = "SELECT state, rows_total, rows_written, rows_duplicate, rows_rejected \
+    FROM ingest_files WHERE id = $1";
+pub const RECORD_FAILURE: &str = "UPDATE ingest_files SET attempts = attempts + 1, error = $2, \
+    state = CASE WHEN attempts + 1 >= $3 AND state <> 'done' THEN 'failed' ELSE state END, updated_at = now() \
+    WHERE id = $1 RETURNING state";
+pub const PARK_FILE: &str = "UPDATE ingest_files SET state = 'failed', error = $2, updated_at = now() \
+    WHERE id = $1 AND state <> 'done'";
+/// One page of a file's rejects, in line order (callers append a LIMIT).
+pub const REJECTS_OF_FILE_AFTER: &str = "SELECT source_line, reason, detail, raw_line FROM ingest_rejects \
+    WHERE file_id = $1 AND source_line > $2 ORDER BY source_line";
+
+pub const STATUS: &str = "SELECT file_name, path, state, rows_total, rows_written, rows_duplicate, \
+    rows_rejected, committed_offset, size, first_seen_at, finished_at, error FROM ingest_files ORDER BY id";

@@ -1,0 +1,61 @@
+//! Test-only fault injection, compiled into debug builds only (the test
+//! suite's binary); release builds have none of it.
+//!
+//! `INGESTD_FAILPOINTS` holds `;`-separated entries:
+//! - `panic_user=VALUE`: the Validator panics on a row whose raw text
+//!   contains VALUE (a poison row).
+//! - `exit_at=NAME:FILE`: the process exits with code 99 when it reaches
+//!   point NAME (`parser_batch`, `writer_batch`) for a file whose name
+//!   contains FILE.
+//! - `sleep_at=NAME:MS`: sleeps MS milliseconds at point NAME.
+
+#[cfg(debug_assertions)]
+fn entries() -> &'static [(String, String)] {
+    use std::sync::OnceLock;
+    static ENTRIES: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    ENTRIES.get_or_init(|| {
+        std::env::var("INGESTD_FAILPOINTS")
+            .unwrap_or_default()
+            .split(';')
+            .filter_map(|e| e.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect()
+    })
+}
+
+/// A named point on the path of a file.
+#[inline]
+pub fn hit(_point: &str, _file: &str) {
+    #[cfg(debug_assertions)]
+    for (k, v) in entries() {
+        match k.as_str() {
+            "exit_at" => {
+                if let Some((p, f)) = v.split_once(':') {
+                    if p == _point && _file.contains(f) {
+                        tracing::warn!(point = _point, file = _file, "failpoint: exiting");
+                        std::process::exit(99);
+                    }
+                }
+            }
+            "sleep_at" => {
+                if let Some((p, ms)) = v.split_once(':') {
+                    if p == _point {
+                        std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Called by the Validator for each row.
+#[inline]
+pub fn hit_row(_rec: &crate::core::record::RawRecord) {
+    #[cfg(debug_assertions)]
+    for (k, v) in entries() {
+        if k == "panic_user" && !v.is_empty() && _rec.raw.windows(v.len()).any(|w| w == v.as_bytes()) {
+            panic!("failpoint: poison row at line {}", _rec.line);
+        }
+    }
+}

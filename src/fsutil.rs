@@ -1,0 +1,115 @@
+//! File-system operations with the care the guarantees need: no following
+//! links, no blocking on FIFOs, fsync before rename, and moves that work
+//! across file systems.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Opens a file for reading only if it is a regular file: `O_NOFOLLOW`
+/// refuses symlinks and `O_NONBLOCK` keeps a FIFO from hanging the open.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(file)
+}
+
+/// Writes `target` atomically: a hidden temp file in the same folder,
+/// fsynced, then renamed, then the folder fsynced. Errors of write, fsync and
+/// close all surface (a full disk often shows only at fsync).
+pub fn write_atomic(target: &Path, fill: impl FnOnce(&mut io::BufWriter<&File>) -> io::Result<()>) -> io::Result<()> {
+    let tmp = temp_sibling(target);
+    let result = (|| {
+        let file = File::create(&tmp)?;
+        {
+            let mut w = io::BufWriter::new(&file);
+            fill(&mut w)?;
+            w.flush()?;
+        }
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, target)?;
+        sync_dir(target)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Moves a file, falling back to copy + fsync + remove across file systems.
+pub fn move_file(from: &Path, to: &Path) -> io::Result<()> {
+    match std::fs::rename(from, to) {
+        Ok(()) => sync_dir(to),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let tmp = temp_sibling(to);
+            let copied = (|| {
+                std::fs::copy(from, &tmp)?;
+                File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, to)?;
+                sync_dir(to)
+            })();
+            if copied.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            copied?;
+            std::fs::remove_file(from)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn temp_sibling(target: &Path) -> PathBuf {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    target.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => File::open(".")?.sync_all(),
+    }
+}
+
+/// `name` with `tag` before its `.csv`/`.csv.gz` ending: `a.csv` → `a.TAG.csv`.
+pub fn tagged_name(name: &str, tag: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    for ext in [".csv.gz", ".csv"] {
+        if lower.ends_with(ext) && name.len() > ext.len() {
+            let (stem, ending) = name.split_at(name.len() - ext.len());
+            return format!("{stem}.{tag}{ending}");
+        }
+    }
+    format!("{name}.{tag}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_go_before_the_extension() {
+        assert_eq!(tagged_name("a.csv", "x"), "a.x.csv");
+        assert_eq!(tagged_name("a.CSV.gz", "x"), "a.x.CSV.gz");
+        assert_eq!(tagged_name("odd", "x"), "odd.x");
+    }
+
+    #[test]
+    fn open_regular_refuses_links_and_fifos() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.csv");
+        std::fs::write(&file, b"x").unwrap();
+        let link = dir.path().join("l.csv");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let fifo = dir.path().join("p.csv");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        assert!(open_regular(&file).is_ok());
+        assert!(open_regular(&link).is_err());
+        assert!(open_regular(&fifo).is_err());
+        assert!(open_regular(dir.path()).is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! ingestd: streams CSV event files dropped into a folder into PostgreSQL,
+//! exactly once. See ARCHITECTURE.md for the map of the code.
+
+pub mod actors;
+pub mod config;
+pub mod core;
+pub mod db;
+pub mod failpoints;
+pub mod fsutil;
+pub mod health;
+pub mod http;
+pub mod messages;
+pub mod metrics;
+pub mod status;
+pub mod supervisor;

@@ -1,0 +1,300 @@
+//! The `ingestd` command: parses the command line, loads the config, sets
+//! up logging and the database, runs, and maps failures to exit codes
+//! (2: bad config or folders, 3: database unreachable, 1: anything else).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use clap::{Parser, Subcommand};
+
+use ingestd::actors::generator::{file_name, GenSpec, RowMaker};
+use ingestd::config::{Config, LogFormat};
+use ingestd::db::embedded::EmbeddedPg;
+use ingestd::db::{self, Pool};
+use ingestd::health::Health;
+use ingestd::supervisor::Supervisor;
+
+const DEFAULT_CONFIG: &str = "config/ingestd.toml";
+
+#[derive(Parser)]
+#[command(name = "ingestd", version, about = "Streams CSV event files from a folder into PostgreSQL, exactly once.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Config file (default config/ingestd.toml; defaults apply if it is absent).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon until SIGTERM/SIGINT (or until idle).
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Exit 0 once every file present (and any that arrive meanwhile)
+        /// is committed and nothing is in flight.
+        #[arg(long)]
+        until_idle: bool,
+    },
+    /// Write synthetic event files to the contract (temp name, then rename).
+    Generate {
+        /// Folder to write into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Number of files; 0 = endless.
+        #[arg(long, default_value_t = 10)]
+        files: u64,
+        /// Data rows per file.
+        #[arg(long, default_value_t = 1000)]
+        rows: u64,
+        /// Pause between files (default: 0, or 1000 when endless).
+        #[arg(long)]
+        interval_ms: Option<u64>,
+        /// Fraction of rows that break a rule.
+        #[arg(long, default_value_t = 0.0)]
+        bad_frac: f64,
+        /// Fraction of rows that repeat an earlier event_id.
+        #[arg(long, default_value_t = 0.0)]
+        dup_frac: f64,
+        /// Seed for reproducible output.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Apply pending migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Per-file progress read from the database.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// JSON output (an array, one object per file).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the config file and the folders without starting anything.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// A failure that ends the process: one line on stderr and an exit code.
+struct Fatal {
+    code: u8,
+    message: String,
+}
+
+impl Fatal {
+    fn config(e: impl std::fmt::Display) -> Fatal {
+        Fatal { code: 2, message: e.to_string() }
+    }
+    fn database(e: impl std::fmt::Display) -> Fatal {
+        Fatal { code: 3, message: format!("database unreachable: {e}") }
+    }
+    fn other(e: impl std::fmt::Display) -> Fatal {
+        Fatal { code: 1, message: e.to_string() }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("ingestd: {}", f.message.replace('\n', " "));
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<u8, Fatal> {
+    match command {
+        Command::Run { config, until_idle } => run(load_config(&config)?, until_idle),
+        Command::Generate { out, files, rows, interval_ms, bad_frac, dup_frac, seed } => {
+            generate(&out, files, rows, interval_ms, bad_frac, dup_frac, seed)
+        }
+        Command::Migrate { config } => {
+            let config = load_config(&config)?;
+            init_logging(&config);
+            with_database(&config, |pool| async move {
+                let applied = db::migrate::run(&pool).await.map_err(Fatal::other)?;
+                println!("migrations applied: {applied:?}");
+                Ok(0)
+            })
+        }
+        Command::Status { config, json } => {
+            let config = load_config(&config)?;
+            init_logging(&config);
+            with_database(&config, |pool| async move {
+                db::migrate::run(&pool).await.map_err(Fatal::other)?;
+                let files = ingestd::status::read(&pool).await.map_err(Fatal::other)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&files).map_err(Fatal::other)?);
+                } else {
+                    print!("{}", ingestd::status::render_text(&files));
+                }
+                Ok(0)
+            })
+        }
+        Command::CheckConfig { config } => {
+            let c = load_config(&config)?;
+            c.prepare_folders().map_err(Fatal::config)?;
+            println!("config ok");
+            Ok(0)
+        }
+    }
+}
+
+fn load_config(arg: &ConfigArg) -> Result<Config, Fatal> {
+    let (path, explicit) = match &arg.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    Config::load(&path, explicit).map_err(Fatal::config)
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The database the config names, or the embedded cluster.
+fn resolve_database(config: &Config) -> Result<(tokio_postgres::Config, Option<EmbeddedPg>), Fatal> {
+    match &config.database.url {
+        Some(url) => Ok((url.parse().map_err(|_| Fatal::config("database.url: not a valid PostgreSQL URL"))?, None)),
+        None => {
+            let pg = EmbeddedPg::start(&config.paths.pg_data).map_err(Fatal::database)?;
+            let url = pg.url("ingestd");
+            tracing::info!(port = pg.port(), data = %config.paths.pg_data.display(), "embedded PostgreSQL running");
+            Ok((url.parse().map_err(Fatal::other)?, Some(pg)))
+        }
+    }
+}
+
+/// Runs a short command against the database on a current-thread runtime.
+fn with_database<F, Fut>(config: &Config, f: F) -> Result<u8, Fatal>
+where
+    F: FnOnce(Pool) -> Fut,
+    Fut: std::future::Future<Output = Result<u8, Fatal>>,
+{
+    let (pg_config, mut embedded) = resolve_database(config)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Fatal::other)?;
+    let result = rt.block_on(async {
+        let pool = db::build_pool(pg_config, 2);
+        db::wait_ready(&pool, Duration::from_secs(config.database.startup_timeout_secs))
+            .await
+            .map_err(Fatal::database)?;
+        f(pool).await
+    });
+    if let Some(pg) = embedded.as_mut() {
+        let _ = pg.stop();
+    }
+    result
+}
+
+fn run(config: Config, until_idle: bool) -> Result<u8, Fatal> {
+    init_logging(&config);
+    config.prepare_folders().map_err(Fatal::config)?;
+    let (pg_config, embedded) = resolve_database(&config)?;
+    tracing::info!(database = %db::redacted(&pg_config), incoming = %config.paths.incoming.display(), "starting");
+    let embedded = Arc::new(Mutex::new(embedded));
+    let config = Arc::new(config);
+    let system = System::new();
+    let setup = {
+        let config = config.clone();
+        let embedded = embedded.clone();
+        async move {
+            let pool = db::build_pool(pg_config, config.database.pool_size);
+            db::wait_ready(&pool, Duration::from_secs(config.database.startup_timeout_secs))
+                .await
+                .map_err(Fatal::database)?;
+            let applied = db::migrate::run(&pool).await.map_err(Fatal::other)?;
+            if !applied.is_empty() {
+                tracing::info!(versions = ?applied, "migrations applied");
+            }
+            let health = Arc::new(Health::default());
+            health.set_db_ok(true);
+            let http = if config.http.listen.is_empty() {
+                None
+            } else {
+                Some(
+                    ingestd::http::start(&config.http.listen, health.clone())
+                        .map_err(|e| Fatal::config(format!("http.listen = {}: {e}", config.http.listen)))?,
+                )
+            };
+            let hard_exit: Box<dyn FnOnce()> = Box::new(move || {
+                if let Some(pg) = embedded.lock().ok().and_then(|mut g| g.take()) {
+                    let mut pg = pg;
+                    let _ = pg.stop();
+                }
+            });
+            Supervisor::new(config.clone(), pool, health, until_idle, http, Some(hard_exit)).start();
+            Ok::<(), Fatal>(())
+        }
+    };
+    let started = system.block_on(setup);
+    let code = match started {
+        Ok(()) => system.run_with_code().map_err(Fatal::other)?,
+        Err(f) => {
+            stop_embedded(&embedded);
+            return Err(f);
+        }
+    };
+    stop_embedded(&embedded);
+    tracing::info!(code, "stopped");
+    Ok(code.clamp(0, 255) as u8)
+}
+
+fn stop_embedded(embedded: &Mutex<Option<EmbeddedPg>>) {
+    if let Some(mut pg) = embedded.lock().ok().and_then(|mut g| g.take()) {
+        if let Err(e) = pg.stop() {
+            tracing::warn!(error = %e, "cannot stop the embedded PostgreSQL");
+        }
+    }
+}
+
+fn generate(
+    out: &Path,
+    files: u64,
+    rows: u64,
+    interval_ms: Option<u64>,
+    bad_frac: f64,
+    dup_frac: f64,
+    seed: Option<u64>,
+) -> Result<u8, Fatal> {
+    if !(0.0..=1.0).contains(&bad_frac) || !(0.0..=1.0).contains(&dup_frac) {
+        return Err(Fatal::config("--bad-frac and --dup-frac must be between 0 and 1"));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Fatal::config(format!("--out {}: {e}", out.display())))?;
+    let interval = Duration::from_millis(interval_ms.unwrap_or(if files == 0 { 1000 } else { 0 }));
+    let spec = GenSpec { rows, bad_frac, dup_frac };
+    let mut maker = RowMaker::new(seed);
+    let mut seq = 0u64;
+    while files == 0 || seq < files {
+        let name = file_name(seq);
+        let stats = maker
+            .write_file(out, &name, &spec)
+            .map_err(|e| Fatal::other(format!("{}: {e}", out.join(&name).display())))?;
+        println!("{name} rows={} bad={} duplicates={}", stats.rows, stats.bad, stats.duplicates);
+        seq += 1;
+        if !interval.is_zero() && (files == 0 || seq < files) {
+            std::thread::sleep(interval);
+        }
+    }
+    Ok(0)
+}

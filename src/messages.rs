@@ -1,0 +1,207 @@
+//! Every message exchanged between actors, in one place.
+//!
+//! The data path is Watcher → Parser → Validator → Writer → CheckpointKeeper.
+//! Data-path messages are sent with `send()` and the receiving stage answers
+//! as soon as it has queued the message ("accepted", not "done"): that keeps
+//! order between stages and lets them overlap. Memory is bounded by the
+//! [`Credit`] each batch carries, not by mailboxes (actix's `send()` never
+//! waits for mailbox room).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::core::event::Event;
+use crate::core::header::Header;
+use crate::core::reason::RejectReason;
+use crate::core::record::RawRecord;
+use crate::db::DbError;
+
+/// Primary key of a row in `ingest_files`.
+pub type FileId = i64;
+
+/// One slot of the credit window. Taken by the Parser before it reads a
+/// batch, released when the batch is dropped: after its commit, or when the
+/// batch is abandoned (its actor stopped). Dropping it is the ack.
+#[derive(Debug)]
+pub struct Credit(#[allow(dead_code)] pub OwnedSemaphorePermit);
+
+/// A file the CheckpointKeeper has claimed for reading, with where to resume.
+#[derive(Debug, Clone)]
+pub struct FileTask {
+    pub file_id: FileId,
+    pub path: PathBuf,
+    /// The file name as it sits in the incoming folder; stored as
+    /// `source_file` with every event and reject.
+    pub name: String,
+    pub fingerprint: String,
+    pub size: u64,
+    pub gzip: bool,
+    /// Committed byte offset in the (decompressed) stream.
+    pub offset: u64,
+    /// Line number at `offset`.
+    pub line: u64,
+}
+
+/// Watcher → CheckpointKeeper: a stable candidate file, identified.
+#[derive(Message)]
+#[rtype(result = "Result<Claim, DbError>")]
+pub struct ClaimFile {
+    pub path: PathBuf,
+    pub name: String,
+    pub fingerprint: String,
+    pub size: u64,
+}
+
+#[derive(Debug)]
+pub enum Claim {
+    /// Read it from the task's offset.
+    Read(FileTask),
+    /// Every row of this identity is already committed; only the disk work
+    /// after the commit (move, bad_records) may be missing and has been redone.
+    Done,
+    /// Parked after repeated failures; not read again.
+    Parked,
+}
+
+/// Watcher → Parser.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReadFile(pub FileTask);
+
+/// Parser → Validator: a run of records from one file.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ParsedBatch {
+    pub file: Arc<FileTask>,
+    pub header: Arc<Header>,
+    /// Offset and line where this batch starts (the fence: the committed
+    /// checkpoint must equal it).
+    pub start_offset: u64,
+    /// Checkpoint after this batch.
+    pub end_offset: u64,
+    pub end_line: u64,
+    pub records: Vec<RawRecord>,
+    pub end: BatchEnd,
+    pub credit: Credit,
+}
+
+/// Where a batch leaves its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchEnd {
+    /// More batches follow.
+    More,
+    /// The file's last batch: once committed, the file is done.
+    Eof,
+    /// Reading failed; the batch holds no rows. `park`: the content is
+    /// damaged (park the file as failed); otherwise retry the file later.
+    Abort { error: String, park: bool },
+}
+
+/// A row that failed a rule.
+#[derive(Debug, Clone)]
+pub struct RejectRow {
+    pub line: u64,
+    pub reason: RejectReason,
+    pub detail: String,
+    pub raw: Vec<u8>,
+    pub raw_truncated: bool,
+}
+
+/// A valid row with its source line.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub line: u64,
+    pub event: Event,
+}
+
+/// Validator → Writer: one transaction's worth of work.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ValidatedBatch {
+    pub file: Arc<FileTask>,
+    pub start_offset: u64,
+    pub end_offset: u64,
+    pub end_line: u64,
+    /// Data rows in the batch: events + rejects + in-batch duplicates.
+    pub rows: u64,
+    pub events: Vec<EventRow>,
+    pub rejects: Vec<RejectRow>,
+    /// Valid rows dropped because an earlier row of the batch had their id.
+    pub batch_duplicates: u64,
+    pub end: BatchEnd,
+    pub credit: Credit,
+}
+
+/// Counts of one committed batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub rows: u64,
+    pub written: u64,
+    pub duplicate: u64,
+    pub rejected: u64,
+}
+
+/// Writer → CheckpointKeeper: a batch is durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BatchCommitted {
+    pub file: Arc<FileTask>,
+    pub counts: Counts,
+    pub end: BatchEnd,
+}
+
+/// CheckpointKeeper → Watcher: a file identity is finished (done, or parked).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FileFinished {
+    pub path: PathBuf,
+    pub fingerprint: String,
+    /// Not finished after all: reading failed in a way that may pass (file
+    /// unreadable or changing); look at it again on a later scan.
+    pub retry: bool,
+}
+
+/// A child → the Supervisor: it failed and the pipeline must restart from
+/// the checkpoints. `file` names the file being processed, if known, so a
+/// poison file can be parked instead of crash-looping.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ChildFailed {
+    pub actor: &'static str,
+    pub file: Option<FileId>,
+    pub error: String,
+}
+
+/// Supervisor → CheckpointKeeper: count a failure against a file; parks it
+/// past the limit. Answers whether it is now parked.
+#[derive(Message)]
+#[rtype(result = "Result<bool, DbError>")]
+pub struct RecordFailure {
+    pub file_id: FileId,
+    pub error: String,
+}
+
+/// Supervisor → Watcher and Generator: stop taking new work (SIGTERM).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopIntake;
+
+/// Supervisor → Watcher: are all present files finished and nothing in
+/// flight? (`--until-idle`)
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct IsIdle;
+
+/// Supervisor → Parser: stop reading and forget queued files (drain).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopReading;
+
+/// Supervisor → any child: stop now (in-flight work is dropped; the
+/// checkpoints make that safe).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;

@@ -1,0 +1,357 @@
+//! The Supervisor: wires the actors (downstream first), restarts the
+//! pipeline when one of them fails, and runs the SIGTERM drain.
+//!
+//! Restart policy: any failure of a data-path actor (an error it cannot
+//! retry, or a panic caught around parsing and validation) stops the whole
+//! data path and starts it again after a backoff. In-flight batches are
+//! dropped with the actors and replayed from the committed checkpoints, so a
+//! restart loses and repeats nothing. A failure that names a file counts
+//! against that file; past `pipeline.max_file_attempts` the file is parked
+//! as `failed`, so one poison file cannot crash-loop the daemon. More than
+//! `supervisor.max_restarts` restarts within `supervisor.restart_window_secs`
+//! ends the process with exit code 70 and the reason.
+//!
+//! Why not actix's `Supervisor`: it does not restart an actor that
+//! panicked, and restarting one actor alone would lose the batches queued
+//! in it; restarting the data path from the checkpoints is always correct.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use tokio::sync::Semaphore;
+
+use crate::actors::checkpoint_keeper::{CheckpointKeeper, KeeperSettings, Pending, SetWatcher};
+use crate::actors::generator::{GenSpec, Generator};
+use crate::actors::parser::{Parser, ParserSettings};
+use crate::actors::validator::Validator;
+use crate::actors::watcher::{Watcher, WatcherSettings};
+use crate::actors::writer::Writer;
+use crate::config::Config;
+use crate::db::Pool;
+use crate::health::Health;
+use crate::messages::{ChildFailed, IsIdle, RecordFailure, Stop, StopIntake, StopReading};
+use crate::metrics::metrics;
+
+/// Exit code when the restart budget is spent.
+pub const EXIT_RESTART_BUDGET: i32 = 70;
+/// Exit code when the drain deadline passed with batches uncommitted.
+pub const EXIT_DRAIN_TIMEOUT: i32 = 1;
+/// Exit code after a second signal.
+pub const EXIT_SECOND_SIGNAL: i32 = 130;
+
+const POLL: Duration = Duration::from_millis(20);
+
+struct Children {
+    ck: Addr<CheckpointKeeper>,
+    writer: Addr<Writer>,
+    validator: Addr<Validator>,
+    parser: Addr<Parser>,
+    watcher: Addr<Watcher>,
+    credits: Arc<Semaphore>,
+}
+
+pub struct Supervisor {
+    config: Arc<Config>,
+    pool: Pool,
+    health: Arc<Health>,
+    until_idle: bool,
+    children: Option<Children>,
+    generator: Option<Addr<Generator>>,
+    http: Option<actix_web::dev::ServerHandle>,
+    restarts: VecDeque<Instant>,
+    draining: bool,
+    /// Called before a hard exit (second signal), e.g. to stop the
+    /// embedded database.
+    on_hard_exit: Option<Box<dyn FnOnce()>>,
+}
+
+impl Supervisor {
+    pub fn new(
+        config: Arc<Config>,
+        pool: Pool,
+        health: Arc<Health>,
+        until_idle: bool,
+        http: Option<actix_web::dev::ServerHandle>,
+        on_hard_exit: Option<Box<dyn FnOnce()>>,
+    ) -> Self {
+        Supervisor {
+            config,
+            pool,
+            health,
+            until_idle,
+            children: None,
+            generator: None,
+            http,
+            restarts: VecDeque::new(),
+            draining: false,
+            on_hard_exit,
+        }
+    }
+
+    fn window(&self) -> usize {
+        self.config.pipeline.batches_in_flight
+    }
+
+    /// Starts the data path, downstream first, so every actor's downstream
+    /// exists before anything can be sent to it.
+    fn start_children(&mut self, ctx: &mut Context<Self>) {
+        let c = &self.config;
+        let me = ctx.address().recipient::<ChildFailed>();
+        let credits = Arc::new(Semaphore::new(c.pipeline.batches_in_flight));
+        let ck = CheckpointKeeper::new(
+            self.pool.clone(),
+            KeeperSettings {
+                processed: c.paths.processed.clone(),
+                bad_records: c.paths.bad_records.clone(),
+                after_commit: c.pipeline.after_commit,
+                max_file_attempts: c.pipeline.max_file_attempts,
+            },
+        )
+        .start();
+        let writer = Writer::new(
+            self.pool.clone(),
+            ck.clone(),
+            me.clone(),
+            self.health.clone(),
+            Duration::from_secs(c.database.batch_timeout_secs),
+        )
+        .start();
+        let validator = Validator::new(writer.clone(), me.clone()).start();
+        let parser = Parser::new(
+            ParserSettings { batch_rows: c.pipeline.batch_rows, max_record_bytes: c.pipeline.max_record_bytes },
+            validator.clone(),
+            me,
+            credits.clone(),
+        )
+        .start();
+        let watcher = Watcher::new(
+            WatcherSettings {
+                incoming: c.paths.incoming.clone(),
+                stable_for: Duration::from_millis(c.pipeline.stable_for_ms),
+                rescan_interval: Duration::from_millis(c.pipeline.rescan_interval_ms),
+                // Enough files ahead to keep the window full of small files.
+                files_in_flight: c.pipeline.batches_in_flight * 2,
+            },
+            ck.clone(),
+            parser.clone(),
+        )
+        .start();
+        ck.do_send(SetWatcher(watcher.clone().recipient()));
+        self.children = Some(Children { ck, writer, validator, parser, watcher, credits });
+        self.health.set_running(true);
+    }
+
+    fn stop_children(&mut self) {
+        if let Some(c) = self.children.take() {
+            c.watcher.do_send(Stop);
+            c.parser.do_send(Stop);
+            c.validator.do_send(Stop);
+            c.writer.do_send(Stop);
+            c.ck.do_send(Stop);
+            // Batches still queued in old actors die with them; their credits
+            // return to the old window, which is dropped too.
+            c.credits.close();
+        }
+        self.health.set_running(false);
+    }
+
+    /// Stops intake and waits for every batch in flight to commit and every
+    /// finished file's disk work to end, then stops the System.
+    fn drain(&mut self, ctx: &mut Context<Self>, why: &'static str) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        self.health.set_running(false);
+        tracing::info!(reason = why, "draining: no new files; committing batches in flight");
+        if let Some(g) = &self.generator {
+            g.do_send(StopIntake);
+        }
+        let Some(c) = &self.children else {
+            self.finish(ctx, 0);
+            return;
+        };
+        c.watcher.do_send(StopIntake);
+        c.parser.do_send(StopReading);
+        let deadline = Instant::now() + Duration::from_secs(self.config.shutdown.drain_timeout_secs);
+        self.drain_poll(ctx, deadline, Instant::now());
+    }
+
+    fn drain_poll(&mut self, ctx: &mut Context<Self>, deadline: Instant, last_log: Instant) {
+        let Some(c) = &self.children else { return };
+        let window = self.window();
+        let in_flight = window - c.credits.available_permits();
+        let ck = c.ck.clone();
+        let fut = async move { ck.send(Pending).await.unwrap_or(0) };
+        ctx.spawn(fut.into_actor(self).map(move |pending, act, ctx| {
+            if in_flight == 0 && pending == 0 {
+                tracing::info!("drained: every batch in flight is committed");
+                act.finish(ctx, 0);
+            } else if Instant::now() >= deadline {
+                tracing::error!(
+                    batches_in_flight = in_flight,
+                    files_finishing = pending,
+                    "drain deadline passed; stopping anyway (uncommitted batches are replayed at the next start)"
+                );
+                act.finish(ctx, EXIT_DRAIN_TIMEOUT);
+            } else {
+                let last_log = if last_log.elapsed() >= Duration::from_secs(2) {
+                    tracing::info!(batches_in_flight = in_flight, files_finishing = pending, "draining");
+                    Instant::now()
+                } else {
+                    last_log
+                };
+                ctx.run_later(POLL, move |act, ctx| act.drain_poll(ctx, deadline, last_log));
+            }
+        }));
+    }
+
+    fn finish(&mut self, _ctx: &mut Context<Self>, code: i32) {
+        self.stop_children();
+        if let Some(g) = self.generator.take() {
+            g.do_send(Stop);
+        }
+        if let Some(h) = self.http.take() {
+            actix_rt::spawn(async move { h.stop(true).await });
+        }
+        System::current().stop_with_code(code);
+    }
+
+    fn idle_check(&mut self, ctx: &mut Context<Self>) {
+        if self.draining {
+            return;
+        }
+        let Some(c) = &self.children else { return };
+        let all_returned = c.credits.available_permits() == self.window();
+        let watcher = c.watcher.clone();
+        let ck = c.ck.clone();
+        let fut = async move {
+            let idle = watcher.send(IsIdle).await.unwrap_or(false);
+            let pending = ck.send(Pending).await.unwrap_or(1);
+            idle && pending == 0
+        };
+        ctx.spawn(fut.into_actor(self).map(move |idle, act, ctx| {
+            if idle && all_returned {
+                act.drain(ctx, "idle (--until-idle)");
+            }
+        }));
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        crate::actors::set_mailbox_capacity(self.config.pipeline.mailbox_capacity);
+        match signal_hook_tokio::Signals::new([SIGTERM, SIGINT]) {
+            Ok(signals) => {
+                ctx.add_stream(signals);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot install signal handlers"),
+        }
+        self.start_children(ctx);
+        let g = &self.config.generator;
+        if g.enabled {
+            self.generator = Some(
+                Generator::new(
+                    self.config.paths.incoming.clone(),
+                    GenSpec { rows: g.rows, bad_frac: g.bad_frac, dup_frac: g.dup_frac },
+                    g.files,
+                    Duration::from_millis(g.interval_ms.max(1)),
+                    g.seed,
+                )
+                .start(),
+            );
+        }
+        ctx.run_interval(Duration::from_millis(100), |act, ctx| {
+            if let Some(c) = &act.children {
+                metrics().batches_in_flight.set((act.window() - c.credits.available_permits()) as i64);
+            }
+            if act.until_idle {
+                act.idle_check(ctx);
+            }
+        });
+    }
+}
+
+impl StreamHandler<i32> for Supervisor {
+    fn handle(&mut self, signal: i32, ctx: &mut Context<Self>) {
+        if self.draining {
+            tracing::warn!(signal, "second signal: stopping now; uncommitted batches are replayed at the next start");
+            if let Some(f) = self.on_hard_exit.take() {
+                f();
+            }
+            std::process::exit(EXIT_SECOND_SIGNAL);
+        }
+        self.drain(ctx, if signal == SIGTERM { "SIGTERM" } else { "SIGINT" });
+    }
+
+    /// The signal stream never ends by itself; without this override actix
+    /// would stop the Supervisor if it did.
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl Handler<ChildFailed> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildFailed, ctx: &mut Context<Self>) {
+        if self.children.is_none() {
+            // Already restarting: one failure often brings more with it.
+            return;
+        }
+        metrics().restarts.with_label_values(&[msg.actor]).inc();
+        tracing::error!(actor = msg.actor, file_id = ?msg.file, error = %msg.error, "actor failed; restarting the pipeline from the checkpoints");
+        if self.draining {
+            tracing::error!("failure during the drain; stopping (uncommitted batches are replayed at the next start)");
+            self.finish(ctx, EXIT_DRAIN_TIMEOUT);
+            return;
+        }
+        let now = Instant::now();
+        let window = Duration::from_secs(self.config.supervisor.restart_window_secs);
+        while self.restarts.front().is_some_and(|t| now.duration_since(*t) > window) {
+            self.restarts.pop_front();
+        }
+        self.restarts.push_back(now);
+        if self.restarts.len() > self.config.supervisor.max_restarts as usize {
+            eprintln!(
+                "ingestd: giving up: {} restarts within {}s; last failure: {}: {}",
+                self.restarts.len(),
+                window.as_secs(),
+                msg.actor,
+                msg.error
+            );
+            self.finish(ctx, EXIT_RESTART_BUDGET);
+            return;
+        }
+        let ck = self.children.as_ref().map(|c| c.ck.clone());
+        // Stop the readers first so nothing new is started, then count the
+        // failure against the file, then stop the rest.
+        if let Some(c) = &self.children {
+            c.watcher.do_send(Stop);
+            c.parser.do_send(Stop);
+        }
+        let backoff = Duration::from_millis(100 * 2u64.pow(self.restarts.len().min(7) as u32 - 1));
+        let fut = async move {
+            if let (Some(ck), Some(file_id)) = (ck, msg.file) {
+                match ck.send(RecordFailure { file_id, error: format!("{}: {}", msg.actor, msg.error) }).await {
+                    Ok(Ok(true)) => tracing::error!(file_id, "file parked: it failed too often"),
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot record the failure"),
+                    Err(e) => tracing::warn!(error = %e, "cannot record the failure"),
+                }
+            }
+        };
+        ctx.wait(fut.into_actor(self).map(move |_, act, ctx| {
+            act.stop_children();
+            ctx.run_later(backoff, |act, ctx| {
+                if !act.draining {
+                    tracing::info!("restarting the pipeline");
+                    act.start_children(ctx);
+                }
+            });
+        }));
+    }
+}
