@@ -25,8 +25,37 @@ pub type FileId = i64;
 /// One slot of the credit window. Taken by the Parser before it reads a
 /// batch, released when the batch is dropped: after its commit, or when the
 /// batch is abandoned (its actor stopped). Dropping it is the ack.
+///
+/// It also accounts the batch's rows in the `ingestd_rows_in_memory` gauge,
+/// so the memory bound (window x batch_rows) is observable from outside.
 #[derive(Debug)]
-pub struct Credit(#[allow(dead_code)] pub OwnedSemaphorePermit);
+pub struct Credit {
+    _permit: OwnedSemaphorePermit,
+    rows: i64,
+}
+
+impl Credit {
+    pub fn new(permit: OwnedSemaphorePermit) -> Self {
+        Credit { _permit: permit, rows: 0 }
+    }
+
+    /// Counts `rows` more rows as held by this batch.
+    pub fn hold(&mut self, rows: usize) {
+        self.rows += rows as i64;
+        let m = crate::metrics::metrics();
+        m.rows_in_memory.add(rows as i64);
+        let now = m.rows_in_memory.get();
+        if now > m.rows_in_memory_peak.get() {
+            m.rows_in_memory_peak.set(now);
+        }
+    }
+}
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        crate::metrics::metrics().rows_in_memory.sub(self.rows);
+    }
+}
 
 /// A file the CheckpointKeeper has claimed for reading, with where to resume.
 #[derive(Debug, Clone)]

@@ -98,11 +98,14 @@ impl Parser {
             let Ok(permit) = credits.acquire_owned().await else {
                 return Step::Stopped;
             };
-            let credit = Credit(permit);
+            let mut credit = Credit::new(permit);
             let file_id = work.file_id();
             let parsed = tokio::task::spawn_blocking(move || read_batch(work, &settings)).await;
             let (msg, cursor) = match parsed {
-                Ok(Ok((cursor, batch))) => (batch.into_message(credit), cursor),
+                Ok(Ok((cursor, batch))) => {
+                    credit.hold(batch.records.len());
+                    (batch.into_message(credit), cursor)
+                }
                 Ok(Err((task, error))) => {
                     let park = is_permanent(&error);
                     let msg = ParsedBatch {

@@ -1,0 +1,290 @@
+//! Test harness: a real PostgreSQL (the embedded helper, or DATABASE_URL),
+//! a fresh database per test, the real binary in a temp folder, and polling
+//! with deadlines instead of sleeps.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use ingestd::db::embedded::EmbeddedPg;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ingestd");
+pub const HEADER: &str = "event_id,event_type,user_id,session_id,product_id,product_name,product_category,price,quantity,event_timestamp,device_type,user_agent";
+
+/// Admin URL of the cluster all tests share (one database per test).
+fn admin_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            return url;
+        }
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("it-pg");
+        let pg = EmbeddedPg::start(&root).expect("embedded PostgreSQL for the tests");
+        let url = pg.url("postgres");
+        // The cluster outlives this process on purpose: the next run reuses
+        // it, and .ci/run stops it.
+        std::mem::forget(pg);
+        url
+    })
+}
+
+pub struct TestDb {
+    pub url: String,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("it_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let mut admin = postgres::Client::connect(admin_url(), postgres::NoTls).expect("connect admin");
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let base = admin_url();
+        let url = match base.rfind('/') {
+            Some(i) if !base[i + 1..].contains('@') => format!("{}/{}", &base[..i], name),
+            _ => format!("{base}/{name}"),
+        };
+        TestDb { url }
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).expect("connect test db")
+    }
+
+    pub fn scalar(&self, sql: &str) -> i64 {
+        self.client().query_one(sql, &[]).unwrap().get(0)
+    }
+
+    /// (rows_total, written, duplicate, rejected, state) per file name.
+    pub fn files(&self) -> BTreeMap<String, FileRow> {
+        self.client()
+            .query(
+                "SELECT file_name, rows_total, rows_written, rows_duplicate, rows_rejected, state, committed_offset \
+                 FROM ingest_files",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    FileRow {
+                        rows: r.get(1),
+                        written: r.get(2),
+                        duplicate: r.get(3),
+                        rejected: r.get(4),
+                        state: r.get(5),
+                        offset: r.get(6),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// (file, line, reason) of every reject, sorted.
+    pub fn rejects(&self) -> Vec<(String, i64, String)> {
+        self.client()
+            .query("SELECT source_file, source_line, reason FROM ingest_rejects ORDER BY 1, 2", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
+    /// The migrated schema exists (the daemon applied it).
+    pub fn has_schema(&self) -> bool {
+        self.client()
+            .query_one("SELECT to_regclass('ingest_files') IS NOT NULL", &[])
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRow {
+    pub rows: i64,
+    pub written: i64,
+    pub duplicate: i64,
+    pub rejected: i64,
+    pub state: String,
+    pub offset: i64,
+}
+
+impl FileRow {
+    pub fn adds_up(&self) -> bool {
+        self.rows == self.written + self.duplicate + self.rejected
+    }
+}
+
+/// A folder layout for one daemon, and how to run it.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+}
+
+impl Daemon {
+    pub fn new(db: &TestDb) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["incoming", "processed", "bad_records"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let env = vec![
+            ("DATABASE_URL".into(), db.url.clone()),
+            ("INGESTD_PATHS__INCOMING".into(), dir.path().join("incoming").display().to_string()),
+            ("INGESTD_PATHS__PROCESSED".into(), dir.path().join("processed").display().to_string()),
+            ("INGESTD_PATHS__BAD_RECORDS".into(), dir.path().join("bad_records").display().to_string()),
+            ("INGESTD_PIPELINE__STABLE_FOR_MS".into(), "50".into()),
+            ("INGESTD_PIPELINE__RESCAN_INTERVAL_MS".into(), "500".into()),
+            ("INGESTD_HTTP__LISTEN".into(), String::new()),
+            ("INGESTD_DATABASE__STARTUP_TIMEOUT_SECS".into(), "10".into()),
+            ("RUST_LOG".into(), "info,tokio_postgres=warn,actix_server=warn".into()),
+        ];
+        Daemon { dir, env }
+    }
+
+    pub fn set(&mut self, key: &str, value: &str) -> &mut Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn incoming(&self) -> PathBuf {
+        self.dir.path().join("incoming")
+    }
+    pub fn processed(&self) -> PathBuf {
+        self.dir.path().join("processed")
+    }
+    pub fn bad_records(&self) -> PathBuf {
+        self.dir.path().join("bad_records")
+    }
+
+    /// Writes a file into incoming the way producers should: temp name, then
+    /// rename.
+    pub fn drop_file(&self, name: &str, content: &[u8]) {
+        let tmp = self.incoming().join(format!(".{name}.part"));
+        std::fs::write(&tmp, content).unwrap();
+        std::fs::rename(&tmp, self.incoming().join(name)).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).current_dir(self.dir.path()).env_clear();
+        cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Starts `ingestd run [extra…]` in the background, logging to a file.
+    pub fn spawn(&self, extra: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let mut args = vec!["run"];
+        args.extend_from_slice(extra);
+        self.command(&args).stdout(Stdio::null()).stderr(log).spawn().expect("spawn ingestd")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("ingestd.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// `ingestd run --until-idle`, which must end within `limit`.
+    pub fn run_until_idle(&self, limit: Duration) -> ExitStatus {
+        let mut child = self.spawn(&["--until-idle"]);
+        wait_exit(&mut child, limit).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("ingestd --until-idle did not finish within {limit:?}; log:\n{}", self.log())
+        })
+    }
+
+    /// Runs any command to completion: (status, stdout, stderr).
+    pub fn output(&self, args: &[&str]) -> (ExitStatus, String, String) {
+        let out = self.command(args).output().expect("run ingestd");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Polls `cond` until it holds; panics with `what` past the deadline.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out after {limit:?} waiting for: {what}");
+}
+
+pub fn signal(child: &Child, sig: i32) {
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0, "kill({sig})");
+}
+
+/// A deterministic valid row.
+pub fn row(n: u64) -> String {
+    format!(
+        "{},view,user_{n},sess_{n},prod_{},Product {n},books,{}.{:02},{},2026-01-02T03:04:05.123Z,mobile,agent",
+        uuid_of(n),
+        n % 100,
+        n % 500 + 1,
+        n % 100,
+        n % 5 + 1
+    )
+}
+
+/// The event_id of row `n`: the same n gives the same id.
+pub fn uuid_of(n: u64) -> String {
+    format!("00000000-0000-4000-8000-{n:012x}")
+}
+
+/// A file of `rows` valid rows numbered from `first`.
+pub fn valid_file(first: u64, rows: u64) -> String {
+    let mut s = String::with_capacity(rows as usize * 140 + 200);
+    s.push_str(HEADER);
+    s.push('\n');
+    for n in first..first + rows {
+        s.push_str(&row(n));
+        s.push('\n');
+    }
+    s
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+/// Row `n` with field `idx` (0-based, in HEADER order) replaced.
+pub fn with(n: u64, idx: usize, value: &str) -> String {
+    with_all(n, &[(idx, value)])
+}
+
+/// Row `n` with several fields replaced.
+pub fn with_all(n: u64, changes: &[(usize, &str)]) -> String {
+    let mut fields: Vec<String> = row(n).split(',').map(str::to_owned).collect();
+    for (idx, value) in changes {
+        fields[*idx] = (*value).to_owned();
+    }
+    fields.join(",")
+}
