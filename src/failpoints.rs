@@ -4,6 +4,8 @@
 //! `INGESTD_FAILPOINTS` holds `;`-separated entries:
 //! - `panic_user=VALUE`: the Validator panics on a row whose raw text
 //!   contains VALUE (a poison row).
+//! - `panic_once=VALUE`: the same, but only the first time in this process
+//!   (a transient failure that a restart cures).
 //! - `exit_at=NAME:FILE`: the process exits with code 99 when it reaches
 //!   point NAME (`parser_batch`, `writer_batch`) for a file whose name
 //!   contains FILE.
@@ -54,8 +56,16 @@ pub fn hit(_point: &str, _file: &str) {
 pub fn hit_row(_rec: &crate::core::record::RawRecord) {
     #[cfg(debug_assertions)]
     for (k, v) in entries() {
-        if k == "panic_user" && !v.is_empty() && _rec.raw.windows(v.len()).any(|w| w == v.as_bytes()) {
+        let matches = !v.is_empty() && _rec.raw.windows(v.len()).any(|w| w == v.as_bytes());
+        if k == "panic_user" && matches {
             panic!("failpoint: poison row at line {}", _rec.line);
+        }
+        if k == "panic_once" && matches {
+            use std::sync::atomic::{AtomicBool, Ordering};
+            static FIRED: AtomicBool = AtomicBool::new(false);
+            if !FIRED.swap(true, Ordering::Relaxed) {
+                panic!("failpoint: transient failure at line {}", _rec.line);
+            }
         }
     }
 }
