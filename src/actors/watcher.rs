@@ -72,6 +72,11 @@ pub struct Watcher {
     claiming: HashSet<PathBuf>,
     /// Identities already finished, by path, with the stat they had.
     finished: HashMap<PathBuf, Stat>,
+    /// Files that could not be identified or read (permission denied,
+    /// changing under us), with the stat they had: tried again on the next
+    /// periodic rescan or when they change, and not waited for by
+    /// `--until-idle`.
+    erroring: HashMap<PathBuf, Stat>,
     /// Set by notify's thread when a hint could not be queued.
     rescan_needed: Arc<AtomicBool>,
     scanning: bool,
@@ -95,6 +100,7 @@ impl Watcher {
             in_flight: HashMap::new(),
             claiming: HashSet::new(),
             finished: HashMap::new(),
+            erroring: HashMap::new(),
             rescan_needed: Arc::new(AtomicBool::new(false)),
             scanning: false,
             statting: false,
@@ -138,9 +144,15 @@ impl Watcher {
         }
     }
 
-    fn scan(&mut self, ctx: &mut Context<Self>) {
+    /// A full listing of the folder. `retry_errors`: files that failed
+    /// before are tried again (periodic rescans do; the ones `--until-idle`
+    /// asks for do not, so an unreadable file cannot keep it from ending).
+    fn scan(&mut self, ctx: &mut Context<Self>, retry_errors: bool) {
         if self.scanning || self.intake_stopped {
             return;
+        }
+        if retry_errors {
+            self.erroring.clear();
         }
         self.scanning = true;
         self.dirty = false;
@@ -156,6 +168,7 @@ impl Watcher {
                     let present: HashSet<&PathBuf> = found.iter().map(|(p, _)| p).collect();
                     act.candidates.retain(|p, _| present.contains(p));
                     act.finished.retain(|p, _| present.contains(p));
+                    act.erroring.retain(|p, _| present.contains(p));
                     for (path, stat) in found {
                         act.observe(path, stat, false);
                     }
@@ -176,7 +189,7 @@ impl Watcher {
         if self.in_flight.contains_key(&path) || self.claiming.contains(&path) {
             return;
         }
-        if self.finished.get(&path) == Some(&stat) {
+        if self.finished.get(&path) == Some(&stat) || self.erroring.get(&path) == Some(&stat) {
             return;
         }
         self.finished.remove(&path);
@@ -220,24 +233,24 @@ impl Watcher {
     fn claim(&mut self, path: PathBuf, stat: Stat, ctx: &mut Context<Self>) {
         let ck = self.ck.clone();
         let fut = async move {
-            let p = path.clone();
-            let fp = tokio::task::spawn_blocking(move || fingerprint(&p, &stat)).await;
+            let (p, s) = (path.clone(), stat.clone());
+            let fp = tokio::task::spawn_blocking(move || fingerprint(&p, &s)).await;
             let fp = match fp {
                 Ok(Ok(fp)) => fp,
-                Ok(Err(e)) => return (path, Err(e.to_string())),
-                Err(e) => return (path, Err(e.to_string())),
+                Ok(Err(e)) => return (path, stat, Err(e.to_string())),
+                Err(e) => return (path, stat, Err(e.to_string())),
             };
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let res = ck
                 .send(ClaimFile { path: path.clone(), name, fingerprint: fp.fingerprint.clone(), size: fp.stat.size })
                 .await;
             match res {
-                Ok(Ok(claim)) => (path, Ok((claim, fp))),
-                Ok(Err(e)) => (path, Err(e.to_string())),
-                Err(e) => (path, Err(e.to_string())),
+                Ok(Ok(claim)) => (path, stat, Ok((claim, fp))),
+                Ok(Err(e)) => (path, stat, Err(e.to_string())),
+                Err(e) => (path, stat, Err(e.to_string())),
             }
         };
-        ctx.spawn(fut.into_actor(self).map(|(path, res), act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(|(path, stat, res), act, ctx| {
             act.claiming.remove(&path);
             match res {
                 Ok((Claim::Read(task), fp)) => {
@@ -260,6 +273,7 @@ impl Watcher {
                     // looked at again on the next rescan, never marked done.
                     metrics().watch_errors.inc();
                     tracing::warn!(file = %path.display(), error = %e, "cannot claim file; will retry");
+                    act.erroring.insert(path, stat);
                 }
             }
             act.dispatch(ctx);
@@ -270,8 +284,10 @@ impl Watcher {
         if self.intake_stopped {
             return;
         }
-        if self.rescan_needed.load(Ordering::Relaxed) || self.last_scan.elapsed() >= self.settings.rescan_interval {
-            self.scan(ctx);
+        if self.last_scan.elapsed() >= self.settings.rescan_interval {
+            self.scan(ctx, true);
+        } else if self.rescan_needed.load(Ordering::Relaxed) {
+            self.scan(ctx, false);
         }
         if !self.candidates.is_empty() && !self.statting {
             self.statting = true;
@@ -314,7 +330,7 @@ impl Actor for Watcher {
         // Hints can come in bursts; a full mailbox only costs a rescan.
         ctx.set_mailbox_capacity(4096);
         self.start_notify(ctx);
-        self.scan(ctx);
+        self.scan(ctx, true);
         ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
     }
 }
@@ -350,10 +366,14 @@ impl Handler<FileFinished> for Watcher {
     type Result = ();
     fn handle(&mut self, msg: FileFinished, ctx: &mut Context<Self>) {
         if self.in_flight.remove(&msg.path).is_some() {
-            // Remember the identity while the file may still be there
-            // (after_commit = keep, or a move that failed and is retried).
             if let Some(stat) = stat_candidate(&msg.path) {
-                self.finished.insert(msg.path, stat);
+                if msg.retry {
+                    self.erroring.insert(msg.path, stat);
+                } else {
+                    // Remember the identity while the file may still be
+                    // there (after_commit = keep, or a move being retried).
+                    self.finished.insert(msg.path, stat);
+                }
             }
         }
         self.dirty = true;
@@ -377,7 +397,7 @@ impl Handler<IsIdle> for Watcher {
             return false;
         }
         if self.dirty || self.scans_completed == 0 {
-            self.scan(ctx);
+            self.scan(ctx, false);
             return false;
         }
         !self.scanning
