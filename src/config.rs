@@ -73,6 +73,8 @@ pub enum AfterCommit {
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     pub batch_rows: usize,
+    /// A batch also ends once its records hold this many bytes.
+    pub batch_bytes: usize,
     pub mailbox_capacity: usize,
     /// The credit window: batches parsed but not yet committed.
     pub batches_in_flight: usize,
@@ -153,6 +155,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             batch_rows: 10_000,
+            batch_bytes: 8 << 20,
             mailbox_capacity: 4,
             batches_in_flight: 4,
             max_record_bytes: 1 << 20,
@@ -248,8 +251,12 @@ impl Config {
         if self.pipeline.batches_in_flight == 0 {
             return invalid("pipeline.batches_in_flight", "must be at least 1");
         }
-        if self.pipeline.max_record_bytes < 64 {
-            return invalid("pipeline.max_record_bytes", "must be at least 64");
+        // Both bounded so a batch's offsets fit in 32 bits (core::record).
+        if !(64..=(256 << 20)).contains(&self.pipeline.max_record_bytes) {
+            return invalid("pipeline.max_record_bytes", "must be between 64 and 268435456");
+        }
+        if !(1024..=(1 << 30)).contains(&self.pipeline.batch_bytes) {
+            return invalid("pipeline.batch_bytes", "must be between 1024 and 1073741824");
         }
         if self.database.pool_size < 2 {
             return invalid("database.pool_size", "must be at least 2 (writer + bookkeeping)");

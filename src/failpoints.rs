@@ -53,18 +53,18 @@ pub fn hit(_point: &str, _file: &str) {
 
 /// Called by the Validator for each row.
 #[inline]
-pub fn hit_row(_rec: &crate::core::record::RawRecord) {
+pub fn hit_row(_raw: &[u8], _line: u64) {
     #[cfg(debug_assertions)]
     for (k, v) in entries() {
-        let matches = !v.is_empty() && _rec.raw.windows(v.len()).any(|w| w == v.as_bytes());
+        let matches = !v.is_empty() && _raw.windows(v.len()).any(|w| w == v.as_bytes());
         if k == "panic_user" && matches {
-            panic!("failpoint: poison row at line {}", _rec.line);
+            panic!("failpoint: poison row at line {}", _line);
         }
         if k == "panic_once" && matches {
             use std::sync::atomic::{AtomicBool, Ordering};
             static FIRED: AtomicBool = AtomicBool::new(false);
             if !FIRED.swap(true, Ordering::Relaxed) {
-                panic!("failpoint: transient failure at line {}", _rec.line);
+                panic!("failpoint: transient failure at line {}", _line);
             }
         }
     }

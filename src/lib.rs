@@ -11,5 +11,6 @@ pub mod health;
 pub mod http;
 pub mod messages;
 pub mod metrics;
+pub mod replay;
 pub mod status;
 pub mod supervisor;

@@ -13,10 +13,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::core::event::Event;
 use crate::core::header::Header;
 use crate::core::reason::RejectReason;
-use crate::core::record::RawRecord;
+use crate::core::record::RecordBatch;
 use crate::db::DbError;
 
 /// Primary key of a row in `ingest_files`.
@@ -112,7 +111,7 @@ pub struct ParsedBatch {
     /// Checkpoint after this batch.
     pub end_offset: u64,
     pub end_line: u64,
-    pub records: Vec<RawRecord>,
+    pub records: RecordBatch,
     pub end: BatchEnd,
     pub credit: Credit,
 }
@@ -139,24 +138,22 @@ pub struct RejectRow {
     pub raw_truncated: bool,
 }
 
-/// A valid row with its source line.
-#[derive(Debug, Clone)]
-pub struct EventRow {
-    pub line: u64,
-    pub event: Event,
-}
-
 /// Validator → Writer: one transaction's worth of work.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ValidatedBatch {
     pub file: Arc<FileTask>,
+    /// Stored with the file's checkpoint (for `replay-rejects`).
+    pub header: Arc<Header>,
     pub start_offset: u64,
     pub end_offset: u64,
     pub end_line: u64,
     /// Data rows in the batch: events + rejects + in-batch duplicates.
     pub rows: u64,
-    pub events: Vec<EventRow>,
+    /// The valid rows, encoded for binary COPY (`db::copy`).
+    pub events: bytes::Bytes,
+    /// How many rows `events` holds.
+    pub event_count: u64,
     pub rejects: Vec<RejectRow>,
     /// Valid rows dropped because an earlier row of the batch had their id.
     pub batch_duplicates: u64,

@@ -121,7 +121,11 @@ impl Supervisor {
         .start();
         let validator = Validator::new(writer.clone(), me.clone()).start();
         let parser = Parser::new(
-            ParserSettings { batch_rows: c.pipeline.batch_rows, max_record_bytes: c.pipeline.max_record_bytes },
+            ParserSettings {
+                batch_rows: c.pipeline.batch_rows,
+                batch_bytes: c.pipeline.batch_bytes,
+                max_record_bytes: c.pipeline.max_record_bytes,
+            },
             validator.clone(),
             me,
             credits.clone(),

@@ -245,6 +245,35 @@ fn after_commit(settings: &KeeperSettings, file: &FileTask) -> Result<(), String
 
 impl Actor for CheckpointKeeper {
     type Context = Context<Self>;
+
+    /// Temp files of disk work cut short by a crash are ours to remove: the
+    /// work is redone from the table when the file is claimed again.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let settings = self.settings.clone();
+        let fut = tokio::task::spawn_blocking(move || {
+            remove_leftovers(&settings.bad_records);
+            remove_leftovers(&settings.processed);
+        });
+        ctx.wait(async move { fut.await.ok() }.into_actor(self).map(|_, _, _| ()));
+    }
+}
+
+/// Removes `.*.tmp` files (what `write_rejects_file` and `fsutil` leave when
+/// they are killed midway) from a folder only the daemon writes.
+fn remove_leftovers(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".tmp") && entry.file_type().is_ok_and(|t| t.is_file()) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(file = %entry.path().display(), "removed a leftover temp file"),
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove a leftover temp file")
+                }
+            }
+        }
+    }
 }
 
 /// Supervisor → CheckpointKeeper: where to announce finished files.

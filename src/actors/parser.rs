@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use crate::actors::validator::Validator;
 use crate::core::header::Header;
 use crate::core::reader::RecordReader;
-use crate::core::record::RawRecord;
+use crate::core::record::{RawRecord, RecordBatch};
 use crate::messages::{BatchEnd, ChildFailed, Credit, FileTask, ParsedBatch, ReadFile, StopReading};
 
 const READ_BUFFER: usize = 256 * 1024;
@@ -31,6 +31,7 @@ const READ_BUFFER: usize = 256 * 1024;
 #[derive(Debug, Clone)]
 pub struct ParserSettings {
     pub batch_rows: usize,
+    pub batch_bytes: usize,
     pub max_record_bytes: usize,
 }
 
@@ -45,6 +46,8 @@ struct Cursor {
     file: File,
     /// Checkpoint where the next batch starts.
     offset: u64,
+    /// Reused for every record: no allocation per row.
+    rec: RawRecord,
 }
 
 pub struct Parser {
@@ -114,7 +117,7 @@ impl Parser {
                         end_line: task.line,
                         header: Arc::new(Header::parse(&RawRecord::default())),
                         file: task,
-                        records: Vec::new(),
+                        records: RecordBatch::default(),
                         end: BatchEnd::Abort { error: error.to_string(), park },
                         credit,
                     };
@@ -176,7 +179,7 @@ struct Batch {
     start_offset: u64,
     end_offset: u64,
     end_line: u64,
-    records: Vec<RawRecord>,
+    records: RecordBatch,
     eof: bool,
 }
 
@@ -209,16 +212,17 @@ fn read_batch(work: Work, settings: &ParserSettings) -> ReadResult {
         }
     };
     crate::failpoints::hit("parser_batch", &cursor.task.name);
-    let mut records = Vec::with_capacity(settings.batch_rows.min(4096));
+    let mut records = RecordBatch::with_capacity(settings.batch_rows.min(16_384));
     let mut eof = false;
     let result = (|| {
-        while records.len() < settings.batch_rows {
-            let mut rec = RawRecord::default();
-            if !cursor.reader.read_record(&mut rec)? {
+        // Full at batch_rows rows or batch_bytes bytes, whichever comes
+        // first: wide rows must not stretch the memory bound.
+        while records.len() < settings.batch_rows && records.bytes() < settings.batch_bytes {
+            if !cursor.reader.read_record(&mut cursor.rec)? {
                 eof = true;
                 break;
             }
-            records.push(rec);
+            records.push(&cursor.rec);
         }
         // A file that shrank under us is being rewritten: do not commit what
         // may be a torn record; the new content is a new identity.
@@ -276,7 +280,7 @@ fn open(task: Arc<FileTask>, settings: &ParserSettings) -> io::Result<Cursor> {
         }
         reader = RecordReader::new(s, task.offset, task.line, settings.max_record_bytes);
     }
-    Ok(Cursor { offset: task.offset, task, header, reader, file })
+    Ok(Cursor { offset: task.offset, task, header, reader, file, rec: RawRecord::default() })
 }
 
 fn stream(file: &File, gzip: bool) -> io::Result<Stream> {

@@ -24,13 +24,32 @@ use actix::prelude::*;
 use rand::RngExt;
 
 use crate::actors::checkpoint_keeper::CheckpointKeeper;
-use crate::db::write::{commit_batch, connect, Outcome, WriterConn};
+use crate::db::write::{commit_batch, connect, Outcome, Route, WriterConn};
 use crate::db::{sql, DbError, Pool};
 use crate::health::Health;
 use crate::messages::{BatchCommitted, BatchEnd, ChildFailed, Counts, ValidatedBatch};
 use crate::metrics::metrics;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// Batches sent through staging after one met an id already stored, before
+/// the direct route is tried again.
+const STAGING_AFTER_CONFLICT: u32 = 8;
+
+/// Picks the route of the next batch: direct while ids keep being new.
+#[derive(Debug, Default, Clone, Copy)]
+struct RouteChooser {
+    staging_left: u32,
+}
+
+impl RouteChooser {
+    fn route(&self) -> Route {
+        if self.staging_left > 0 {
+            Route::Staging
+        } else {
+            Route::Direct
+        }
+    }
+}
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
 pub struct Writer {
@@ -42,6 +61,7 @@ pub struct Writer {
     queue: VecDeque<ValidatedBatch>,
     /// Taken out while a transaction runs, put back after.
     conn: Option<WriterConn>,
+    routes: RouteChooser,
     busy: bool,
 }
 
@@ -53,7 +73,17 @@ impl Writer {
         health: Arc<Health>,
         batch_timeout: Duration,
     ) -> Self {
-        Writer { pool, ck, supervisor, health, batch_timeout, queue: VecDeque::new(), conn: None, busy: false }
+        Writer {
+            pool,
+            ck,
+            supervisor,
+            health,
+            batch_timeout,
+            queue: VecDeque::new(),
+            conn: None,
+            routes: RouteChooser::default(),
+            busy: false,
+        }
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
@@ -67,8 +97,9 @@ impl Writer {
         let health = self.health.clone();
         let timeout = self.batch_timeout;
         let conn = self.conn.take();
+        let mut routes = self.routes;
         let fut = async move {
-            let (conn, result) = write_with_retry(&pool, conn, &batch, timeout, &health).await;
+            let (conn, result) = write_with_retry(&pool, conn, &batch, timeout, &health, &mut routes).await;
             if let Ok(counts) = &result {
                 let _ =
                     ck.send(BatchCommitted { file: batch.file.clone(), counts: *counts, end: batch.end.clone() }).await;
@@ -77,11 +108,12 @@ impl Writer {
             // CheckpointKeeper has it.
             let file_id = batch.file.file_id;
             drop(batch);
-            (conn, result.map_err(|e| (file_id, e)))
+            (conn, routes, result.map_err(|e| (file_id, e)))
         };
-        ctx.spawn(fut.into_actor(self).map(|(conn, result), act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(|(conn, routes, result), act, ctx| {
             act.busy = false;
             act.conn = conn;
+            act.routes = routes;
             match result {
                 Ok(_) => act.pump(ctx),
                 Err((file_id, e)) => {
@@ -101,6 +133,7 @@ async fn write_with_retry(
     batch: &ValidatedBatch,
     timeout: Duration,
     health: &Health,
+    routes: &mut RouteChooser,
 ) -> (Option<WriterConn>, Result<Counts, DbError>) {
     if let BatchEnd::Abort { .. } = batch.end {
         // Nothing to write: the CheckpointKeeper parks or releases the file.
@@ -119,10 +152,26 @@ async fn write_with_retry(
                 );
             }
             let c = conn.as_mut().expect("connected just above");
-            match tokio::time::timeout(timeout, commit_batch(c, batch)).await {
+            let route = routes.route();
+            let attempt = async {
+                match commit_batch(c, batch, route).await? {
+                    Some(outcome) => Ok(outcome),
+                    None => {
+                        // An id of this batch is already stored: redo it
+                        // through staging, and keep to staging for a while.
+                        routes.staging_left = STAGING_AFTER_CONFLICT;
+                        Ok(commit_batch(c, batch, Route::Staging).await?.expect("staging never conflicts"))
+                    }
+                }
+            };
+            let outcome = match tokio::time::timeout(timeout, attempt).await {
                 Ok(r) => r,
                 Err(_) => Err(DbError::Timeout { context: "batch transaction", timeout }),
+            };
+            if outcome.is_ok() && route == Route::Staging {
+                routes.staging_left = routes.staging_left.saturating_sub(1);
             }
+            outcome
         }
         .await;
         match result {

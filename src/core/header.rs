@@ -92,6 +92,9 @@ pub struct Header {
     extra: usize,
     /// Why every row of this file is `missing_column`; `None` when usable.
     problem: Option<String>,
+    /// The header record as read, stored with the file so rejects can be
+    /// re-validated later (`ingestd replay-rejects`).
+    raw: Vec<u8>,
 }
 
 impl Header {
@@ -110,7 +113,14 @@ impl Header {
     ///   known: every row of the file becomes `missing_column`.
     pub fn parse(rec: &RawRecord) -> Header {
         let width = rec.len();
-        let mut h = Header { index: [None; 12], by_position: vec![None; width], width, extra: 0, problem: None };
+        let mut h = Header {
+            index: [None; 12],
+            by_position: vec![None; width],
+            width,
+            extra: 0,
+            problem: None,
+            raw: rec.raw.clone(),
+        };
         if let Some(m) = rec.error {
             // `rec.data` is not kept for malformed records: map nothing.
             h.by_position.clear();
@@ -162,6 +172,11 @@ impl Header {
     /// The column at position `pos`, if that position maps to one.
     pub fn column_at(&self, pos: usize) -> Option<Column> {
         self.by_position.get(pos).copied().flatten()
+    }
+
+    /// The header record's raw bytes.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
     }
 
     /// Number of fields in the header record.

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::core::event::Event;
 use crate::core::header::{trim, Column, Header};
 use crate::core::reason::RejectReason;
-use crate::core::record::RawRecord;
+use crate::core::record::Fields;
 
 /// Why a row was rejected: the contract's reason, and a short human detail
 /// that names the column and the problem (e.g. `price: more than 2 decimals`).
@@ -48,7 +48,7 @@ const DEVICE_TYPES: [&str; 3] = ["mobile", "desktop", "tablet"];
 /// Validates `rec` (a data row of a file whose header is `header`) as of the
 /// daemon's clock `now`. Fields are trimmed of spaces and tabs; a field empty
 /// after trimming, or a column the file lacks, is null.
-pub fn validate(header: &Header, rec: &RawRecord, now: DateTime<Utc>) -> Result<Event, Rejection> {
+pub fn validate<'a>(header: &Header, rec: &'a impl Fields, now: DateTime<Utc>) -> Result<Event<'a>, Rejection> {
     use RejectReason::*;
 
     // 1. The file's header: its rows cannot be read at all, malformed or not.
@@ -58,16 +58,19 @@ pub fn validate(header: &Header, rec: &RawRecord, now: DateTime<Utc>) -> Result<
 
     // 2. The record as a whole. Every field is checked, known column or
     //    not, before any column rule runs.
-    if let Some(m) = rec.error {
+    if let Some(m) = rec.malformed() {
         return Err(Rejection::new(MalformedCsv, m.detail()));
     }
-    if rec.len() != header.width() {
-        return Err(Rejection::new(MalformedCsv, format!("{} fields, the header has {}", rec.len(), header.width())));
+    if rec.field_count() != header.width() {
+        return Err(Rejection::new(
+            MalformedCsv,
+            format!("{} fields, the header has {}", rec.field_count(), header.width()),
+        ));
     }
     // Indexed by `Column as usize`; "" for a column the file lacks.
     let mut text: [&str; 12] = [""; 12];
-    for pos in 0..rec.len() {
-        let bytes = rec.field(pos);
+    for pos in 0..rec.field_count() {
+        let bytes = rec.field_bytes(pos);
         let column = header.column_at(pos);
         let Ok(s) = std::str::from_utf8(bytes) else {
             return Err(field_malformed(column, pos, "invalid UTF-8"));
@@ -140,9 +143,9 @@ pub fn validate(header: &Header, rec: &RawRecord, now: DateTime<Utc>) -> Result<
     Ok(Event {
         event_id,
         event_type,
-        user_id: user_id.to_owned(),
+        user_id,
         session_id: optional(session_id),
-        product_id: product_id.to_owned(),
+        product_id,
         product_name: optional(product_name),
         product_category: optional(product_category),
         price,
@@ -170,8 +173,8 @@ fn required(column: Column, s: &str) -> Result<&str, Rejection> {
     }
 }
 
-fn optional(s: &str) -> Option<String> {
-    (!s.is_empty()).then(|| s.to_owned())
+fn optional(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
 }
 
 /// Lengths count Unicode scalar values. A string has at most as many chars
@@ -361,6 +364,7 @@ fn digits_n(d: &[u8]) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::core::record::Malformed;
+    use crate::core::record::RawRecord;
     use chrono::TimeZone;
     use Column::*;
 
@@ -407,13 +411,16 @@ mod tests {
         rec
     }
 
-    fn outcome(header: &[u8], rec: &RawRecord) -> Result<Event, String> {
+    /// The record is copied and leaked so the event may borrow it whatever
+    /// the caller's temporaries: a few bytes per test case.
+    fn outcome(header: &[u8], rec: &RawRecord) -> Result<Event<'static>, String> {
+        let rec: &'static RawRecord = Box::leak(Box::new(rec.clone()));
         validate(&Header::parse(&record(header)), rec, now()).map_err(|r| format!("{} ({})", r.reason, r.detail))
     }
 
     /// `expected` is `ok`, a reason, or `reason (detail)` to pin the detail.
     #[track_caller]
-    fn expect(got: Result<Event, String>, expected: &str) {
+    fn expect(got: Result<Event<'_>, String>, expected: &str) {
         let got = match got {
             Ok(_) => "ok".to_owned(),
             Err(e) => e,
@@ -436,7 +443,7 @@ mod tests {
 
     /// The stored event for a valid row.
     #[track_caller]
-    fn stored(overrides: &[(Column, &str)]) -> Event {
+    fn stored(overrides: &[(Column, &str)]) -> Event<'static> {
         outcome(HEADER.as_bytes(), &row(overrides)).unwrap()
     }
 
@@ -457,7 +464,7 @@ mod tests {
     fn base_row_is_stored_as_written() {
         let e = stored(&[]);
         assert_eq!(e.event_id, Uuid::parse_str(UUID).unwrap());
-        assert_eq!((e.event_type, e.user_id.as_str(), e.product_id.as_str()), ("view", "u1", "p1"));
+        assert_eq!((e.event_type, e.user_id, e.product_id), ("view", "u1", "p1"));
         assert_eq!((e.session_id.as_deref(), e.product_name.as_deref(), e.product_category.as_deref()), (Some("s1"), Some("Widget"), Some("tools")));
         assert_eq!((e.price, e.quantity, e.event_timestamp), (Some(dec("9.99")), 2, ts("2026-11-22T10:15:30Z")));
         assert_eq!((e.device_type, e.user_agent.as_deref()), (Some("mobile"), Some("Mozilla/5.0")));
@@ -575,7 +582,7 @@ mod tests {
     #[rustfmt::skip]
     fn text_is_trimmed_of_spaces_and_tabs_only() {
         let e = stored(&[(UserId, " \tu 1\t "), (SessionId, "  "), (ProductName, "a, b"), (UserAgent, "\u{a0}x\u{a0}")]);
-        assert_eq!((e.user_id.as_str(), e.session_id, e.product_name.as_deref()), ("u 1", None, Some("a, b")));
+        assert_eq!((e.user_id, e.session_id, e.product_name.as_deref()), ("u 1", None, Some("a, b")));
         assert_eq!(e.user_agent.as_deref(), Some("\u{a0}x\u{a0}"));
         assert_eq!(stored(&[(UserId, "\u{a0}")]).user_id, "\u{a0}");
         let e = stored(&[(ProductName, ""), (ProductCategory, ""), (UserAgent, "")]);
@@ -752,7 +759,8 @@ mod tests {
     #[rustfmt::skip]
     fn absent_optional_columns_are_null() {
         let header = Header::parse(&record(b"event_timestamp,product_id,user_id,event_type,event_id,price"));
-        let e = validate(&header, &record(format!("2026-11-22 10:00:00,p1,u1,purchase,{UUID},5").as_bytes()), now()).unwrap();
+        let rec = record(format!("2026-11-22 10:00:00,p1,u1,purchase,{UUID},5").as_bytes());
+        let e = validate(&header, &rec, now()).unwrap();
         assert_eq!((e.session_id, e.product_name, e.product_category, e.device_type, e.user_agent), (None, None, None, None, None));
         assert_eq!((e.quantity, e.price, e.event_type), (1, Some(dec("5")), "purchase"));
     }

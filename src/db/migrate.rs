@@ -5,7 +5,10 @@
 use crate::db::{sql, DbError, Pool};
 
 /// (version, name, SQL). Append only; never edit a released file.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/0001_init.sql")),
+    (2, "file_header", include_str!("../../migrations/0002_file_header.sql")),
+];
 
 /// Applies pending migrations; returns the versions applied now.
 pub async fn run(pool: &Pool) -> Result<Vec<i32>, DbError> {

@@ -1,6 +1,7 @@
 //! Everything that talks to PostgreSQL. Only this module and `migrations/`
 //! contain SQL.
 
+pub mod copy;
 pub mod embedded;
 pub mod migrate;
 pub mod sql;

@@ -26,23 +26,29 @@ CREATE TEMP TABLE IF NOT EXISTS ingestd_staging (
     event_timestamp timestamptz,
     device_type text,
     user_agent text,
-    source_line int8
+    source_line int8,
+    source_file text
 ) ON COMMIT DELETE ROWS";
 pub const BACKEND_PID: &str = "SELECT pg_backend_pid()";
 /// Ends a backend that stopped answering, so a late commit of its open
 /// transaction cannot race the replay (the fence would stop it anyway).
 pub const TERMINATE_BACKEND: &str = "SELECT pg_terminate_backend($1)";
 
+/// Both COPY targets take the columns `db::copy` encodes, in its order.
 pub const COPY_STAGING: &str = "COPY ingestd_staging (event_id, event_type, user_id, session_id, product_id, \
-    product_name, product_category, price, quantity, event_timestamp, device_type, user_agent, source_line) \
-    FROM STDIN (FORMAT binary)";
+    product_name, product_category, price, quantity, event_timestamp, device_type, user_agent, source_line, \
+    source_file) FROM STDIN (FORMAT binary)";
+/// Straight into the table; `ingested_at` takes its default (commit time).
+pub const COPY_EVENTS: &str = "COPY ecommerce_events (event_id, event_type, user_id, session_id, product_id, \
+    product_name, product_category, price, quantity, event_timestamp, device_type, user_agent, source_line, \
+    source_file) FROM STDIN (FORMAT binary)";
 /// Rows whose event_id is already stored are skipped: they count as
 /// `duplicate`. The affected-row count is the number written.
 pub const MERGE_STAGING: &str = "INSERT INTO ecommerce_events (event_id, event_type, user_id, session_id, \
     product_id, product_name, product_category, price, quantity, event_timestamp, device_type, user_agent, \
     source_line, source_file) \
     SELECT event_id, event_type, user_id, session_id, product_id, product_name, product_category, price, \
-    quantity, event_timestamp, device_type, user_agent, source_line, $1 FROM ingestd_staging \
+    quantity, event_timestamp, device_type, user_agent, source_line, source_file FROM ingestd_staging \
     ON CONFLICT (event_id) DO NOTHING";
 pub const COPY_REJECTS: &str = "COPY ingest_rejects (file_id, source_file, source_line, reason, detail, \
     raw_line, raw_truncated) FROM STDIN (FORMAT binary)";
@@ -51,7 +57,8 @@ pub const COPY_REJECTS: &str = "COPY ingest_rejects (file_id, source_file, sourc
 /// rolled back.
 pub const ADVANCE_CHECKPOINT: &str = "UPDATE ingest_files SET committed_offset = $3, committed_line = $4, \
     rows_total = rows_total + $5, rows_written = rows_written + $6, rows_duplicate = rows_duplicate + $7, \
-    rows_rejected = rows_rejected + $8, batches = batches + 1, state = 'in_progress', updated_at = now() \
+    rows_rejected = rows_rejected + $8, batches = batches + 1, state = 'in_progress', updated_at = now(), \
+    header = COALESCE(header, $9) \
     WHERE id = $1 AND committed_offset = $2 AND state IN ('pending', 'in_progress')";
 pub const READ_CHECKPOINT: &str = "SELECT committed_offset, state FROM ingest_files WHERE id = $1";
 
@@ -80,3 +87,22 @@ pub const REJECTS_OF_FILE_AFTER: &str = "SELECT source_line, reason, detail, raw
 
 pub const STATUS: &str = "SELECT file_name, path, state, rows_total, rows_written, rows_duplicate, \
     rows_rejected, committed_offset, size, first_seen_at, finished_at, error FROM ingest_files ORDER BY id";
+
+/// Finished files that have rejects matching the filters ($1 file name,
+/// $2 reason; NULL = any).
+pub const REPLAY_FILES: &str = "SELECT DISTINCT f.id, f.file_name, f.header FROM ingest_files f \
+    JOIN ingest_rejects r ON r.file_id = f.id \
+    WHERE f.state = 'done' AND ($1::text IS NULL OR f.file_name = $1) AND ($2::text IS NULL OR r.reason = $2) \
+    ORDER BY f.id";
+pub const LOCK_FILE: &str = "SELECT state FROM ingest_files WHERE id = $1 FOR UPDATE";
+/// One page of a file's rejects to replay (callers append a LIMIT).
+pub const REPLAY_REJECTS: &str = "SELECT id, source_line, raw_line, raw_truncated, reason, detail \
+    FROM ingest_rejects WHERE file_id = $1 AND ($2::text IS NULL OR reason = $2) AND source_line > $3 \
+    ORDER BY source_line";
+pub const DELETE_REJECTS: &str = "DELETE FROM ingest_rejects WHERE id = ANY($1)";
+pub const UPDATE_REJECT: &str = "UPDATE ingest_rejects SET reason = $2, detail = $3 WHERE id = $1";
+/// Moves replayed rows from rejected to written/duplicate: the identity
+/// rows = written + duplicate + rejected still holds.
+pub const REPLAY_COUNTS: &str = "UPDATE ingest_files SET rows_written = rows_written + $2, \
+    rows_duplicate = rows_duplicate + $3, rows_rejected = rows_rejected - $2 - $3, updated_at = now() \
+    WHERE id = $1";

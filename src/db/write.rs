@@ -1,5 +1,6 @@
-//! One batch, one transaction: events through binary COPY into a session
-//! temp table and a merge, rejects, and the checkpoint fence.
+//! One batch, one transaction: the events (binary COPY straight into the
+//! table, or into a session temp table and a merge when ids may repeat), the
+//! rejects, and the checkpoint fence.
 //!
 //! If we die anywhere before COMMIT returns, PostgreSQL rolls the whole
 //! batch back and the next start resumes at the previous checkpoint. If the
@@ -8,9 +9,12 @@
 
 use std::pin::pin;
 
+use bytes::Bytes;
+use futures::SinkExt;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use crate::db::{sql, DbError, Pool};
 use crate::messages::{Counts, ValidatedBatch};
@@ -39,52 +43,50 @@ pub async fn connect(pool: &Pool) -> Result<WriterConn, DbError> {
     Ok(WriterConn { client, pid })
 }
 
-const STAGING_TYPES: [Type; 13] = [
-    Type::UUID,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::NUMERIC,
-    Type::INT4,
-    Type::TIMESTAMPTZ,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT8,
-];
 const REJECT_TYPES: [Type; 7] = [Type::INT8, Type::TEXT, Type::INT8, Type::TEXT, Type::TEXT, Type::BYTEA, Type::BOOL];
 
-pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch) -> Result<Outcome, DbError> {
+/// How the events reach the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Binary COPY straight into the table: the fastest path, for batches
+    /// whose ids are all new. A conflict aborts the transaction, and the
+    /// batch is redone through staging.
+    Direct,
+    /// COPY into the session's temp table, then INSERT … ON CONFLICT DO
+    /// NOTHING: duplicates are skipped and counted.
+    Staging,
+}
+
+/// Streams an encoded COPY payload (see `db::copy`); returns rows copied.
+async fn copy_payload(tx: &Transaction<'_>, sql: &str, payload: Bytes) -> Result<u64, tokio_postgres::Error> {
+    let sink = tx.copy_in::<_, Bytes>(sql).await?;
+    let mut sink = pin!(sink);
+    sink.send(payload).await?;
+    sink.as_mut().finish().await
+}
+
+/// Commits the batch by `route`. `Ok(None)`: the direct route met an id
+/// already stored; nothing was committed and the caller redoes the batch
+/// through staging.
+pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch, route: Route) -> Result<Option<Outcome>, DbError> {
     let file = &b.file;
     let tx = conn.client.transaction().await.map_err(DbError::pg("begin"))?;
     let mut written = 0u64;
-    if !b.events.is_empty() {
-        let sink = tx.copy_in(sql::COPY_STAGING).await.map_err(DbError::pg("copy events"))?;
-        let mut w = pin!(BinaryCopyInWriter::new(sink, &STAGING_TYPES));
-        for row in &b.events {
-            let e = &row.event;
-            let line = row.line as i64;
-            let values: [&(dyn ToSql + Sync); 13] = [
-                &e.event_id,
-                &e.event_type,
-                &e.user_id,
-                &e.session_id,
-                &e.product_id,
-                &e.product_name,
-                &e.product_category,
-                &e.price,
-                &e.quantity,
-                &e.event_timestamp,
-                &e.device_type,
-                &e.user_agent,
-                &line,
-            ];
-            w.as_mut().write(&values).await.map_err(DbError::pg("copy events"))?;
+    if b.event_count > 0 {
+        match route {
+            Route::Direct => match copy_payload(&tx, sql::COPY_EVENTS, b.events.clone()).await {
+                Ok(n) => written = n,
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    tx.rollback().await.map_err(DbError::pg("rollback"))?;
+                    return Ok(None);
+                }
+                Err(e) => return Err(DbError::pg("copy events")(e)),
+            },
+            Route::Staging => {
+                copy_payload(&tx, sql::COPY_STAGING, b.events.clone()).await.map_err(DbError::pg("copy events"))?;
+                written = tx.execute(sql::MERGE_STAGING, &[]).await.map_err(DbError::pg("merge events"))?;
+            }
         }
-        w.finish().await.map_err(DbError::pg("copy events"))?;
-        written = tx.execute(sql::MERGE_STAGING, &[&file.name]).await.map_err(DbError::pg("merge events"))?;
     }
     if !b.rejects.is_empty() {
         let sink = tx.copy_in(sql::COPY_REJECTS).await.map_err(DbError::pg("copy rejects"))?;
@@ -101,7 +103,7 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch) -> Result<O
     let counts = Counts {
         rows: b.rows,
         written,
-        duplicate: b.events.len() as u64 - written + b.batch_duplicates,
+        duplicate: b.event_count - written + b.batch_duplicates,
         rejected: b.rejects.len() as u64,
     };
     debug_assert_eq!(counts.rows, counts.written + counts.duplicate + counts.rejected);
@@ -117,6 +119,7 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch) -> Result<O
                 &(counts.written as i64),
                 &(counts.duplicate as i64),
                 &(counts.rejected as i64),
+                &b.header.raw(),
             ],
         )
         .await
@@ -131,12 +134,12 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch) -> Result<O
         let actual = row.get::<_, i64>(0) as u64;
         let state: String = row.get(1);
         if state == "done" || (actual == b.end_offset && b.end_offset != b.start_offset) {
-            return Ok(Outcome::AlreadyCommitted);
+            return Ok(Some(Outcome::AlreadyCommitted));
         }
         return Err(DbError::Fence { file_id: file.file_id, expected: b.start_offset, actual });
     }
     // If we die here the outcome is unknown to us; the replay's fence will
     // find out.
     tx.commit().await.map_err(DbError::pg("commit"))?;
-    Ok(Outcome::Committed(counts))
+    Ok(Some(Outcome::Committed(counts)))
 }
