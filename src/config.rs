@@ -78,6 +78,9 @@ pub struct PipelineConfig {
     pub mailbox_capacity: usize,
     /// The credit window: batches parsed but not yet committed.
     pub batches_in_flight: usize,
+    /// Writer connections committing batches of different files side by
+    /// side (a file's own batches always commit one after another).
+    pub writers: usize,
     pub max_record_bytes: usize,
     pub stable_for_ms: u64,
     pub rescan_interval_ms: u64,
@@ -158,6 +161,7 @@ impl Default for PipelineConfig {
             batch_bytes: 8 << 20,
             mailbox_capacity: 4,
             batches_in_flight: 4,
+            writers: 2,
             max_record_bytes: 1 << 20,
             stable_for_ms: 500,
             rescan_interval_ms: 5_000,
@@ -250,6 +254,9 @@ impl Config {
         }
         if self.pipeline.batches_in_flight == 0 {
             return invalid("pipeline.batches_in_flight", "must be at least 1");
+        }
+        if !(1..=16).contains(&self.pipeline.writers) {
+            return invalid("pipeline.writers", "must be between 1 and 16");
         }
         // Both bounded so a batch's offsets fit in 32 bits (core::record).
         if !(64..=(256 << 20)).contains(&self.pipeline.max_record_bytes) {

@@ -150,10 +150,8 @@ pub struct ValidatedBatch {
     pub end_line: u64,
     /// Data rows in the batch: events + rejects + in-batch duplicates.
     pub rows: u64,
-    /// The valid rows, encoded for binary COPY (`db::copy`).
-    pub events: bytes::Bytes,
-    /// How many rows `events` holds.
-    pub event_count: u64,
+    /// The valid rows, encoded for binary COPY, in event_id order.
+    pub events: crate::db::copy::CopyPayload,
     pub rejects: Vec<RejectRow>,
     /// Valid rows dropped because an earlier row of the batch had their id.
     pub batch_duplicates: u64,

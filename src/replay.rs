@@ -90,7 +90,7 @@ pub async fn run(pool: &Pool, file: Option<&str>, reason: Option<&str>) -> Resul
             if !passed.is_empty() {
                 let sink = tx.copy_in(sql::COPY_STAGING).await.map_err(DbError::pg("replay: copy"))?;
                 let mut sink = pin!(sink);
-                sink.send(encoder.finish()).await.map_err(DbError::pg("replay: copy"))?;
+                sink.send(encoder.finish().bytes).await.map_err(DbError::pg("replay: copy"))?;
                 sink.as_mut().finish().await.map_err(DbError::pg("replay: copy"))?;
                 let written = tx.execute(sql::MERGE_STAGING, &[]).await.map_err(DbError::pg("replay: merge"))?;
                 // The temp table empties at commit; this transaction goes on.

@@ -117,11 +117,13 @@ impl Supervisor {
             me.clone(),
             self.health.clone(),
             Duration::from_secs(c.database.batch_timeout_secs),
+            c.pipeline.writers,
         )
         .start();
         let validator = Validator::new(writer.clone(), me.clone()).start();
         let parser = Parser::new(
             ParserSettings {
+                open_files: c.pipeline.writers,
                 batch_rows: c.pipeline.batch_rows,
                 batch_bytes: c.pipeline.batch_bytes,
                 max_record_bytes: c.pipeline.max_record_bytes,

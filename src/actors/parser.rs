@@ -2,7 +2,10 @@
 //!
 //! - Receives: `ReadFile` (Watcher), `StopReading` (Supervisor).
 //! - Emits: `ParsedBatch` to the Validator, each holding one credit.
-//! - State: queued files; the open file's cursor (reader, header, position).
+//! - State: queued files; the open files' cursors (reader, header,
+//!   position). Up to `open_files` files are read at once, a batch from each
+//!   in turn, so the Writer's connections can commit different files side by
+//!   side.
 //! - On restart: nothing is kept; files come again from the Watcher with
 //!   their committed offsets.
 //! - On drain: stops reading; batches already emitted flow on.
@@ -30,6 +33,8 @@ const READ_BUFFER: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ParserSettings {
+    /// Files read at once (one per Writer connection keeps them all busy).
+    pub open_files: usize,
     pub batch_rows: usize,
     pub batch_bytes: usize,
     pub max_record_bytes: usize,
@@ -56,7 +61,8 @@ pub struct Parser {
     supervisor: Recipient<ChildFailed>,
     credits: Arc<Semaphore>,
     queue: VecDeque<FileTask>,
-    cursor: Option<Box<Cursor>>,
+    /// Open files, read round-robin.
+    open: VecDeque<Box<Cursor>>,
     busy: bool,
     stopped: bool,
 }
@@ -74,7 +80,7 @@ impl Parser {
             supervisor,
             credits,
             queue: VecDeque::new(),
-            cursor: None,
+            open: VecDeque::new(),
             busy: false,
             stopped: false,
         }
@@ -86,12 +92,13 @@ impl Parser {
         if self.busy || self.stopped {
             return;
         }
-        let work = match self.cursor.take() {
-            Some(c) => Work::Continue(c),
-            None => match self.queue.pop_front() {
-                Some(t) => Work::Open(t),
+        let work = if self.open.len() < self.settings.open_files && !self.queue.is_empty() {
+            Work::Open(self.queue.pop_front().expect("checked non-empty"))
+        } else {
+            match self.open.pop_front() {
+                Some(c) => Work::Continue(c),
                 None => return,
-            },
+            }
         };
         self.busy = true;
         let credits = self.credits.clone();
@@ -140,7 +147,9 @@ impl Parser {
             act.busy = false;
             match step {
                 Step::Sent(cursor) => {
-                    act.cursor = cursor;
+                    if let Some(c) = cursor {
+                        act.open.push_back(c);
+                    }
                     act.pump(ctx);
                 }
                 Step::Stopped => {}
@@ -338,6 +347,6 @@ impl Handler<StopReading> for Parser {
     fn handle(&mut self, _: StopReading, _: &mut Context<Self>) {
         self.stopped = true;
         self.queue.clear();
-        self.cursor = None;
+        self.open.clear();
     }
 }

@@ -74,16 +74,16 @@ pub fn validate_batch(batch: ParsedBatch) -> ValidatedBatch {
     let rows = batch.records.len();
     // Binary rows run about the size of the unescaped text plus ~120 bytes
     // of lengths and fixed-size values.
-    let mut events = CopyEncoder::new(batch.records.bytes() / 2 + rows * 128);
+    let mut valid = Vec::with_capacity(rows);
     let mut rejects = Vec::new();
     let mut seen = HashSet::with_capacity(rows);
     let mut batch_duplicates = 0;
     for rec in batch.records.iter() {
         crate::failpoints::hit_row(rec.raw, rec.line);
-        match validate(&batch.header, &rec, now) {
+        match validate(&batch.header, rec, now) {
             Ok(event) => {
                 if seen.insert(event.event_id) {
-                    events.push(&event, rec.line, &batch.file.name);
+                    valid.push((event, rec.line));
                 } else {
                     batch_duplicates += 1;
                 }
@@ -97,6 +97,15 @@ pub fn validate_batch(batch: ParsedBatch) -> ValidatedBatch {
             }),
         }
     }
+    // Rows go to the table in event_id order. Writers committing different
+    // files at once then take the same ids in the same order, so one waits
+    // for the other instead of deadlocking.
+    valid.sort_unstable_by_key(|(e, _)| e.event_id);
+    let mut events = CopyEncoder::new(batch.records.bytes() / 2 + rows * 128);
+    for (event, line) in &valid {
+        events.push(event, *line, &batch.file.name);
+    }
+    drop(valid);
     ValidatedBatch {
         file: batch.file,
         header: batch.header,
@@ -104,7 +113,6 @@ pub fn validate_batch(batch: ParsedBatch) -> ValidatedBatch {
         end_offset: batch.end_offset,
         end_line: batch.end_line,
         rows: rows as u64,
-        event_count: events.rows(),
         events: events.finish(),
         rejects,
         batch_duplicates,

@@ -4,13 +4,15 @@
 //! - Receives: `ValidatedBatch` (Validator).
 //! - Emits: `BatchCommitted` to the CheckpointKeeper; drops the batch (and
 //!   so returns its credit) only after that.
-//! - State: a queue of accepted batches; its own database connection.
+//! - State: a queue of accepted batches; `pipeline.writers` database
+//!   connections of its own, each committing batches of a different file.
 //! - On restart: queue and connection are dropped. An open transaction rolls
 //!   back; one whose COMMIT was in flight is settled by the checkpoint fence
 //!   when the batch is replayed.
 //! - On drain: finishes its queue (the Supervisor waits for the credits).
-//! - Backpressure: one transaction at a time; while the database is slow or
-//!   down, batches wait here holding their credits, so the Parser stops.
+//! - Backpressure: one transaction per connection; while the database is
+//!   slow or down, batches wait here holding their credits, so the Parser
+//!   stops.
 //!
 //! Transient failures (connection lost, shutdown, disk full, read-only,
 //! timeouts) are retried forever with capped, jittered backoff: an outage
@@ -27,7 +29,7 @@ use crate::actors::checkpoint_keeper::CheckpointKeeper;
 use crate::db::write::{commit_batch, connect, Outcome, Route, WriterConn};
 use crate::db::{sql, DbError, Pool};
 use crate::health::Health;
-use crate::messages::{BatchCommitted, BatchEnd, ChildFailed, Counts, ValidatedBatch};
+use crate::messages::{BatchCommitted, BatchEnd, ChildFailed, Counts, FileId, ValidatedBatch};
 use crate::metrics::metrics;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -59,10 +61,8 @@ pub struct Writer {
     health: Arc<Health>,
     batch_timeout: Duration,
     queue: VecDeque<ValidatedBatch>,
-    /// Taken out while a transaction runs, put back after.
-    conn: Option<WriterConn>,
+    lanes: Vec<Lane>,
     routes: RouteChooser,
-    busy: bool,
 }
 
 impl Writer {
@@ -72,6 +72,7 @@ impl Writer {
         supervisor: Recipient<ChildFailed>,
         health: Arc<Health>,
         batch_timeout: Duration,
+        writers: usize,
     ) -> Self {
         Writer {
             pool,
@@ -80,23 +81,33 @@ impl Writer {
             health,
             batch_timeout,
             queue: VecDeque::new(),
-            conn: None,
+            lanes: (0..writers.max(1)).map(|_| Lane::default()).collect(),
             routes: RouteChooser::default(),
-            busy: false,
         }
     }
 
+    /// Starts a transaction on every idle connection that has work: the
+    /// oldest queued batch of a file not being written on another
+    /// connection, so each file's batches commit in order.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.busy {
-            return;
+        for lane in 0..self.lanes.len() {
+            if self.lanes[lane].file.is_some() {
+                continue;
+            }
+            let busy: Vec<FileId> = self.lanes.iter().filter_map(|l| l.file).collect();
+            let Some(pos) = self.queue.iter().position(|b| !busy.contains(&b.file.file_id)) else { return };
+            let batch = self.queue.remove(pos).expect("position is in range");
+            self.start(lane, batch, ctx);
         }
-        let Some(batch) = self.queue.pop_front() else { return };
-        self.busy = true;
+    }
+
+    fn start(&mut self, lane: usize, batch: ValidatedBatch, ctx: &mut Context<Self>) {
+        self.lanes[lane].file = Some(batch.file.file_id);
         let pool = self.pool.clone();
         let ck = self.ck.clone();
         let health = self.health.clone();
         let timeout = self.batch_timeout;
-        let conn = self.conn.take();
+        let conn = self.lanes[lane].conn.take();
         let mut routes = self.routes;
         let fut = async move {
             let (conn, result) = write_with_retry(&pool, conn, &batch, timeout, &health, &mut routes).await;
@@ -110,9 +121,9 @@ impl Writer {
             drop(batch);
             (conn, routes, result.map_err(|e| (file_id, e)))
         };
-        ctx.spawn(fut.into_actor(self).map(|(conn, routes, result), act, ctx| {
-            act.busy = false;
-            act.conn = conn;
+        ctx.spawn(fut.into_actor(self).map(move |(conn, routes, result), act, ctx| {
+            act.lanes[lane] = Lane { conn, file: None };
+            // A heuristic shared by the lanes: the latest word wins.
             act.routes = routes;
             match result {
                 Ok(_) => act.pump(ctx),
@@ -123,6 +134,15 @@ impl Writer {
             }
         }));
     }
+}
+
+/// One writer connection and the file it is committing a batch of.
+#[derive(Default)]
+struct Lane {
+    /// Taken out while a transaction runs, put back after (none after a
+    /// failure: a connection that failed once is not trusted again).
+    conn: Option<WriterConn>,
+    file: Option<FileId>,
 }
 
 /// Commits one batch, retrying transient failures until it succeeds. Returns

@@ -84,21 +84,22 @@ impl RawRecord {
 }
 
 /// What the validator needs of a record, whether it sits alone in a
-/// [`RawRecord`] or inside a [`RecordBatch`].
-pub trait Fields {
+/// [`RawRecord`] or inside a [`RecordBatch`]. Fields live as long as `'a`,
+/// so a validated event can borrow them.
+pub trait Fields<'a> {
     fn malformed(&self) -> Option<Malformed>;
     fn field_count(&self) -> usize;
-    fn field_bytes(&self, i: usize) -> &[u8];
+    fn field_bytes(&self, i: usize) -> &'a [u8];
 }
 
-impl Fields for RawRecord {
+impl<'a> Fields<'a> for &'a RawRecord {
     fn malformed(&self) -> Option<Malformed> {
         self.error
     }
     fn field_count(&self) -> usize {
         self.len()
     }
-    fn field_bytes(&self, i: usize) -> &[u8] {
+    fn field_bytes(&self, i: usize) -> &'a [u8] {
         self.field(i)
     }
 }
@@ -196,14 +197,14 @@ impl RecordBatch {
     }
 }
 
-impl Fields for RecordView<'_> {
+impl<'a> Fields<'a> for RecordView<'a> {
     fn malformed(&self) -> Option<Malformed> {
         self.error
     }
     fn field_count(&self) -> usize {
         self.bounds.len()
     }
-    fn field_bytes(&self, i: usize) -> &[u8] {
+    fn field_bytes(&self, i: usize) -> &'a [u8] {
         let start = if i == 0 { self.data_start } else { self.bounds[i - 1] };
         &self.data[start as usize..self.bounds[i] as usize]
     }
@@ -238,9 +239,9 @@ mod tests {
         for (i, r) in records.iter().enumerate() {
             let v = batch.get(i);
             assert_eq!((v.line, v.raw, v.error), (r.line, &r.raw[..], r.error));
-            assert_eq!(v.field_count(), r.field_count());
-            for f in 0..r.field_count() {
-                assert_eq!(v.field_bytes(f), r.field_bytes(f), "record {i} field {f}");
+            assert_eq!(v.field_count(), r.len());
+            for f in 0..r.len() {
+                assert_eq!(v.field_bytes(f), r.field(f), "record {i} field {f}");
             }
         }
     }

@@ -48,7 +48,7 @@ const DEVICE_TYPES: [&str; 3] = ["mobile", "desktop", "tablet"];
 /// Validates `rec` (a data row of a file whose header is `header`) as of the
 /// daemon's clock `now`. Fields are trimmed of spaces and tabs; a field empty
 /// after trimming, or a column the file lacks, is null.
-pub fn validate<'a>(header: &Header, rec: &'a impl Fields, now: DateTime<Utc>) -> Result<Event<'a>, Rejection> {
+pub fn validate<'a>(header: &Header, rec: impl Fields<'a>, now: DateTime<Utc>) -> Result<Event<'a>, Rejection> {
     use RejectReason::*;
 
     // 1. The file's header: its rows cannot be read at all, malformed or not.

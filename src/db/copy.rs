@@ -22,6 +22,20 @@ pub struct CopyEncoder {
     rows: u64,
 }
 
+/// A batch's encoded rows.
+#[derive(Debug, Clone, Default)]
+pub struct CopyPayload {
+    /// Header, rows, trailer: ready for `COPY … FROM STDIN (FORMAT binary)`.
+    pub bytes: Bytes,
+    rows: u64,
+}
+
+impl CopyPayload {
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+}
+
 impl CopyEncoder {
     pub fn new(capacity: usize) -> Self {
         let mut buf = BytesMut::with_capacity(capacity.max(HEADER.len() + 2));
@@ -65,13 +79,48 @@ impl CopyEncoder {
         }
     }
 
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
-
     /// The payload, with its trailer.
-    pub fn finish(mut self) -> Bytes {
+    pub fn finish(mut self) -> CopyPayload {
         self.buf.put_i16(-1);
-        self.buf.freeze()
+        CopyPayload { bytes: self.buf.freeze(), rows: self.rows }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::event::Event;
+
+    /// The layout PostgreSQL expects: signature, flags, extension length,
+    /// then per row a field count and length-prefixed fields (-1 = NULL),
+    /// then -1.
+    #[test]
+    fn rows_are_framed_as_binary_copy_expects() {
+        let e = Event {
+            event_id: uuid::Uuid::from_u128(7),
+            event_type: "view",
+            user_id: "u",
+            session_id: None,
+            product_id: "p",
+            product_name: None,
+            product_category: None,
+            price: None,
+            quantity: 1,
+            event_timestamp: chrono::DateTime::UNIX_EPOCH,
+            device_type: None,
+            user_agent: None,
+        };
+        let mut enc = CopyEncoder::new(0);
+        enc.push(&e, 2, "f.csv");
+        let p = enc.finish();
+        assert_eq!(p.rows(), 1);
+        let b = &p.bytes[..];
+        assert_eq!(&b[..HEADER.len()], HEADER);
+        assert_eq!(&b[HEADER.len()..HEADER.len() + 2], &14i16.to_be_bytes());
+        assert_eq!(&b[HEADER.len() + 2..HEADER.len() + 6], &16i32.to_be_bytes(), "uuid length");
+        assert_eq!(&b[b.len() - 2..], &(-1i16).to_be_bytes());
+        // uuid 16, "view" 4, "u" 1, "p" 1, quantity 4, timestamp 8, line 8,
+        // "f.csv" 5; the six NULLs carry only their -1 length.
+        assert_eq!(b.len(), HEADER.len() + 2 + 14 * 4 + 16 + 4 + 1 + 1 + 4 + 8 + 8 + 5 + 2);
     }
 }

@@ -50,7 +50,8 @@ const REJECT_TYPES: [Type; 7] = [Type::INT8, Type::TEXT, Type::INT8, Type::TEXT,
 pub enum Route {
     /// Binary COPY straight into the table: the fastest path, for batches
     /// whose ids are all new. A conflict aborts the transaction, and the
-    /// batch is redone through staging.
+    /// batch is redone through staging. (Looking the ids up first costs as
+    /// much as the merge: the primary-key probes are the expensive part.)
     Direct,
     /// COPY into the session's temp table, then INSERT … ON CONFLICT DO
     /// NOTHING: duplicates are skipped and counted.
@@ -72,9 +73,9 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch, route: Rout
     let file = &b.file;
     let tx = conn.client.transaction().await.map_err(DbError::pg("begin"))?;
     let mut written = 0u64;
-    if b.event_count > 0 {
+    if b.events.rows() > 0 {
         match route {
-            Route::Direct => match copy_payload(&tx, sql::COPY_EVENTS, b.events.clone()).await {
+            Route::Direct => match copy_payload(&tx, sql::COPY_EVENTS, b.events.bytes.clone()).await {
                 Ok(n) => written = n,
                 Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                     tx.rollback().await.map_err(DbError::pg("rollback"))?;
@@ -83,7 +84,9 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch, route: Rout
                 Err(e) => return Err(DbError::pg("copy events")(e)),
             },
             Route::Staging => {
-                copy_payload(&tx, sql::COPY_STAGING, b.events.clone()).await.map_err(DbError::pg("copy events"))?;
+                copy_payload(&tx, sql::COPY_STAGING, b.events.bytes.clone())
+                    .await
+                    .map_err(DbError::pg("copy events"))?;
                 written = tx.execute(sql::MERGE_STAGING, &[]).await.map_err(DbError::pg("merge events"))?;
             }
         }
@@ -103,7 +106,7 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch, route: Rout
     let counts = Counts {
         rows: b.rows,
         written,
-        duplicate: b.event_count - written + b.batch_duplicates,
+        duplicate: b.events.rows() - written + b.batch_duplicates,
         rejected: b.rejects.len() as u64,
     };
     debug_assert_eq!(counts.rows, counts.written + counts.duplicate + counts.rejected);

@@ -2,6 +2,9 @@
 
 mod support;
 
+mod corpora;
 mod e2e;
 mod faults;
+mod props;
+mod replay;
 mod startup;
