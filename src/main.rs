@@ -122,13 +122,16 @@ impl Fatal {
 }
 
 fn main() -> ExitCode {
-    // glibc gives each thread that allocates its own arena; batches are
-    // allocated on blocking-pool threads and freed on the actor thread, and
-    // many arenas would hold freed memory apart. Two keep RSS near the live
-    // data without contention on two cores.
+    // Keep RSS near the live data (the memory bound is about RSS):
+    // - glibc gives each allocating thread its own arena; batches are built
+    //   on blocking-pool threads and freed on the actor thread, and many
+    //   arenas hold freed memory apart. Two suffice on two cores.
+    // - Batch buffers are large; a fixed mmap threshold returns them to the
+    //   kernel when freed, where glibc's moving threshold would keep them.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
     let cli = Cli::parse();
     match dispatch(cli.command) {
