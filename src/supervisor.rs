@@ -30,7 +30,7 @@ use crate::actors::validator::Validator;
 use crate::actors::watcher::{Watcher, WatcherSettings};
 use crate::actors::writer::Writer;
 use crate::config::Config;
-use crate::db::Pool;
+use crate::db::{sql, Pool};
 use crate::health::Health;
 use crate::messages::{ChildFailed, IsIdle, RecordFailure, Stop, StopIntake, StopReading};
 use crate::metrics::metrics;
@@ -43,6 +43,21 @@ pub const EXIT_DRAIN_TIMEOUT: i32 = 1;
 pub const EXIT_SECOND_SIGNAL: i32 = 130;
 
 const POLL: Duration = Duration::from_millis(20);
+/// How often the folder lock's connection is checked, and how often a
+/// standby daemon tries to take the lock.
+const LOCK_CHECK: Duration = Duration::from_secs(1);
+const LOCK_RETRY: Duration = Duration::from_secs(1);
+const LOCK_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The advisory-lock key of an incoming folder: the first 8 bytes of the
+/// SHA-256 of its canonical path (any daemon naming the same folder, by any
+/// path, computes the same key).
+pub fn folder_lock_key(folder: &std::path::Path) -> i64 {
+    use sha2::{Digest, Sha256};
+    let canonical = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
+    let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
 
 struct Children {
     ck: Addr<CheckpointKeeper>,
@@ -66,6 +81,11 @@ pub struct Supervisor {
     /// Called before a hard exit (second signal), e.g. to stop the
     /// embedded database.
     on_hard_exit: Option<Box<dyn FnOnce()>>,
+    /// The connection holding the folder lock while this daemon leads.
+    lock: Option<Arc<tokio_postgres::Client>>,
+    /// A leadership attempt or check is under way.
+    lock_busy: bool,
+    standby_logged: bool,
 }
 
 impl Supervisor {
@@ -88,6 +108,97 @@ impl Supervisor {
             restarts: VecDeque::new(),
             draining: false,
             on_hard_exit,
+            lock: None,
+            lock_busy: false,
+            standby_logged: false,
+        }
+    }
+
+    /// Tries to take the folder lock; on success starts the pipeline, else
+    /// stays on standby and tries again shortly. While another daemon leads,
+    /// this one reads nothing and `/readyz` says not ready.
+    fn seek_leadership(&mut self, ctx: &mut Context<Self>) {
+        if self.lock_busy || self.lock.is_some() || self.draining {
+            return;
+        }
+        self.lock_busy = true;
+        let pool = self.pool.clone();
+        let key = folder_lock_key(&self.config.paths.incoming);
+        let fut = async move {
+            let attempt = async {
+                let client = pool.dedicated_connection().await.map_err(|e| crate::db::describe(&e))?;
+                let got: bool =
+                    client.query_one(sql::TRY_FOLDER_LOCK, &[&key]).await.map_err(|e| crate::db::describe(&e))?.get(0);
+                Ok::<_, String>(got.then_some(client))
+            };
+            tokio::time::timeout(LOCK_CHECK_TIMEOUT, attempt).await.unwrap_or_else(|_| Err("timed out".into()))
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.lock_busy = false;
+            match res {
+                Ok(Some(client)) if !act.draining => {
+                    tracing::info!(folder = %act.config.paths.incoming.display(), "leading: this daemon ingests the folder");
+                    act.lock = Some(Arc::new(client));
+                    act.start_children(ctx);
+                    act.start_generator();
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    if !act.standby_logged {
+                        tracing::info!(folder = %act.config.paths.incoming.display(), "standby: another ingestd ingests this folder");
+                        act.standby_logged = true;
+                    }
+                    ctx.run_later(LOCK_RETRY, |act, ctx| act.seek_leadership(ctx));
+                }
+                Err(e) => {
+                    act.health.set_db_ok(false);
+                    tracing::warn!(error = %e, "cannot take the folder lock; retrying");
+                    ctx.run_later(LOCK_RETRY, |act, ctx| act.seek_leadership(ctx));
+                }
+            }
+        }));
+    }
+
+    /// Checks that the lock connection is alive. If it is not, the lock is
+    /// gone (another daemon may already lead): stop the pipeline at once and
+    /// seek leadership again. Batches cut short are replayed from the
+    /// checkpoints, and the checkpoint fence stops any overlap.
+    fn check_leadership(&mut self, ctx: &mut Context<Self>) {
+        let Some(client) = self.lock.clone() else { return };
+        if self.lock_busy {
+            return;
+        }
+        self.lock_busy = true;
+        let fut = async move {
+            matches!(tokio::time::timeout(LOCK_CHECK_TIMEOUT, client.simple_query(sql::PING)).await, Ok(Ok(_)))
+        };
+        ctx.spawn(fut.into_actor(self).map(|alive, act, ctx| {
+            act.lock_busy = false;
+            if !alive && act.lock.is_some() {
+                tracing::error!("lost the folder lock (its database connection failed); stopping the pipeline");
+                act.lock = None;
+                act.standby_logged = false;
+                if !act.draining {
+                    act.stop_children();
+                    act.seek_leadership(ctx);
+                }
+            }
+        }));
+    }
+
+    fn start_generator(&mut self) {
+        let g = &self.config.generator;
+        if g.enabled && self.generator.is_none() {
+            self.generator = Some(
+                Generator::new(
+                    self.config.paths.incoming.clone(),
+                    GenSpec { rows: g.rows, bad_frac: g.bad_frac, dup_frac: g.dup_frac },
+                    g.files,
+                    Duration::from_millis(g.interval_ms.max(1)),
+                    g.seed,
+                )
+                .start(),
+            );
         }
     }
 
@@ -258,20 +369,8 @@ impl Actor for Supervisor {
             }
             Err(e) => tracing::error!(error = %e, "cannot install signal handlers"),
         }
-        self.start_children(ctx);
-        let g = &self.config.generator;
-        if g.enabled {
-            self.generator = Some(
-                Generator::new(
-                    self.config.paths.incoming.clone(),
-                    GenSpec { rows: g.rows, bad_frac: g.bad_frac, dup_frac: g.dup_frac },
-                    g.files,
-                    Duration::from_millis(g.interval_ms.max(1)),
-                    g.seed,
-                )
-                .start(),
-            );
-        }
+        self.seek_leadership(ctx);
+        ctx.run_interval(LOCK_CHECK, |act, ctx| act.check_leadership(ctx));
         ctx.run_interval(Duration::from_millis(100), |act, ctx| {
             if let Some(c) = &act.children {
                 metrics().batches_in_flight.set((act.window() - c.credits.available_permits()) as i64);
@@ -353,7 +452,7 @@ impl Handler<ChildFailed> for Supervisor {
         ctx.wait(fut.into_actor(self).map(move |_, act, ctx| {
             act.stop_children();
             ctx.run_later(backoff, |act, ctx| {
-                if !act.draining {
+                if !act.draining && act.lock.is_some() {
                     tracing::info!("restarting the pipeline");
                     act.start_children(ctx);
                 }

@@ -106,3 +106,9 @@ pub const UPDATE_REJECT: &str = "UPDATE ingest_rejects SET reason = $2, detail =
 pub const REPLAY_COUNTS: &str = "UPDATE ingest_files SET rows_written = rows_written + $2, \
     rows_duplicate = rows_duplicate + $3, rows_rejected = rows_rejected - $2 - $3, updated_at = now() \
     WHERE id = $1";
+
+/// One active daemon per incoming folder: a session lock held by a
+/// dedicated connection for as long as the daemon leads. PostgreSQL releases
+/// it when that connection ends, whatever ends it.
+pub const TRY_FOLDER_LOCK: &str = "SELECT pg_try_advisory_lock($1)";
+pub const PING: &str = "SELECT 1";

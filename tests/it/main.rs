@@ -2,6 +2,7 @@
 
 mod support;
 
+mod cluster;
 mod corpora;
 mod e2e;
 mod faults;

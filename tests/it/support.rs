@@ -181,7 +181,12 @@ impl Daemon {
 
     /// Starts `ingestd run [extra…]` in the background, logging to a file.
     pub fn spawn(&self, extra: &[&str]) -> Child {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        self.spawn_logging_to(extra, &self.log_path())
+    }
+
+    /// Like `spawn`, with its own log file (for several daemons at once).
+    pub fn spawn_logging_to(&self, extra: &[&str], log_path: &Path) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
         let mut args = vec!["run"];
         args.extend_from_slice(extra);
         self.command(&args).stdout(Stdio::null()).stderr(log).spawn().expect("spawn ingestd")
