@@ -108,6 +108,7 @@ pub struct ParsedBatch {
     /// Offset and line where this batch starts (the fence: the committed
     /// checkpoint must equal it).
     pub start_offset: u64,
+    pub start_line: u64,
     /// Checkpoint after this batch.
     pub end_offset: u64,
     pub end_line: u64,
@@ -146,6 +147,7 @@ pub struct ValidatedBatch {
     /// Stored with the file's checkpoint (for `replay-rejects`).
     pub header: Arc<Header>,
     pub start_offset: u64,
+    pub start_line: u64,
     pub end_offset: u64,
     pub end_line: u64,
     /// Data rows in the batch: events + rejects + in-batch duplicates.

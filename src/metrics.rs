@@ -23,6 +23,7 @@ pub struct Metrics {
     pub db_errors: IntCounter,
     pub watch_errors: IntCounter,
     pub disk_errors: IntCounter,
+    pub schema_refusals: IntCounter,
     pub generated_files: IntCounter,
 }
 
@@ -88,6 +89,10 @@ impl Metrics {
             disk_errors: counter(
                 "ingestd_disk_errors_total",
                 "Failed attempts of the disk work after a commit (retried).",
+            ),
+            schema_refusals: counter(
+                "ingestd_schema_refusals_total",
+                "Rows the validator accepted but PostgreSQL refused (validator and schema disagree): alert on it.",
             ),
             generated_files: counter("ingestd_generated_files_total", "Files written by the Generator."),
             registry,

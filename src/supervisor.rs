@@ -229,6 +229,7 @@ impl Supervisor {
             self.health.clone(),
             Duration::from_secs(c.database.batch_timeout_secs),
             c.pipeline.writers,
+            c.pipeline.max_record_bytes,
         )
         .start();
         let validator = Validator::new(writer.clone(), me.clone()).start();

@@ -49,8 +49,9 @@ struct Cursor {
     reader: RecordReader<Stream>,
     /// For noticing truncation while the file is read.
     file: File,
-    /// Checkpoint where the next batch starts.
+    /// Checkpoint where the next batch starts, and its line.
     offset: u64,
+    line: u64,
     /// Reused for every record: no allocation per row.
     rec: RawRecord,
 }
@@ -120,6 +121,7 @@ impl Parser {
                     let park = is_permanent(&error);
                     let msg = ParsedBatch {
                         start_offset: task.offset,
+                        start_line: task.line,
                         end_offset: task.offset,
                         end_line: task.line,
                         header: Arc::new(Header::parse(&RawRecord::default())),
@@ -186,6 +188,7 @@ struct Batch {
     task: Arc<FileTask>,
     header: Arc<Header>,
     start_offset: u64,
+    start_line: u64,
     end_offset: u64,
     end_line: u64,
     records: RecordBatch,
@@ -198,6 +201,7 @@ impl Batch {
             file: self.task,
             header: self.header,
             start_offset: self.start_offset,
+            start_line: self.start_line,
             end_offset: self.end_offset,
             end_line: self.end_line,
             records: self.records,
@@ -247,13 +251,42 @@ fn read_batch(work: Work, settings: &ParserSettings) -> ReadResult {
         task: cursor.task.clone(),
         header: cursor.header.clone(),
         start_offset: cursor.offset,
+        start_line: cursor.line,
         end_offset: cursor.reader.offset(),
         end_line: cursor.reader.line(),
         records,
         eof,
     };
     cursor.offset = batch.end_offset;
+    cursor.line = batch.end_line;
     Ok((if eof { None } else { Some(cursor) }, batch))
+}
+
+/// Reads a batch's records again, from `start_offset` (at `start_line`) to
+/// `end_offset`: the Writer isolates a row the database refused this way,
+/// without keeping every batch's raw text until its commit.
+pub fn read_range(
+    task: &FileTask,
+    start_offset: u64,
+    start_line: u64,
+    end_offset: u64,
+    max_record_bytes: usize,
+) -> io::Result<Vec<RawRecord>> {
+    let task = FileTask { offset: start_offset, line: start_line, ..task.clone() };
+    let settings = ParserSettings { open_files: 1, batch_rows: 0, batch_bytes: 0, max_record_bytes };
+    let mut cursor = open(Arc::new(task), &settings)?;
+    let mut records = Vec::new();
+    while cursor.reader.offset() < end_offset {
+        let mut rec = RawRecord::default();
+        if !cursor.reader.read_record(&mut rec)? {
+            break;
+        }
+        records.push(rec);
+    }
+    if cursor.reader.offset() != end_offset {
+        return Err(io::Error::other("the file no longer matches the batch being isolated"));
+    }
+    Ok(records)
 }
 
 /// Opens a file, reads its header, and positions the reader at the task's
@@ -289,7 +322,7 @@ fn open(task: Arc<FileTask>, settings: &ParserSettings) -> io::Result<Cursor> {
         }
         reader = RecordReader::new(s, task.offset, task.line, settings.max_record_bytes);
     }
-    Ok(Cursor { offset: task.offset, task, header, reader, file, rec: RawRecord::default() })
+    Ok(Cursor { offset: task.offset, line: task.line, task, header, reader, file, rec: RawRecord::default() })
 }
 
 fn stream(file: &File, gzip: bool) -> io::Result<Stream> {

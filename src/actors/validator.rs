@@ -110,6 +110,7 @@ pub fn validate_batch(batch: ParsedBatch) -> ValidatedBatch {
         file: batch.file,
         header: batch.header,
         start_offset: batch.start_offset,
+        start_line: batch.start_line,
         end_offset: batch.end_offset,
         end_line: batch.end_line,
         rows: rows as u64,

@@ -26,7 +26,8 @@ use actix::prelude::*;
 use rand::RngExt;
 
 use crate::actors::checkpoint_keeper::CheckpointKeeper;
-use crate::db::write::{commit_batch, connect, Outcome, Route, WriterConn};
+use crate::actors::parser::read_range;
+use crate::db::write::{commit_batch, commit_isolated, connect, Outcome, Route, WriterConn};
 use crate::db::{sql, DbError, Pool};
 use crate::health::Health;
 use crate::messages::{BatchCommitted, BatchEnd, ChildFailed, Counts, FileId, ValidatedBatch};
@@ -60,6 +61,8 @@ pub struct Writer {
     supervisor: Recipient<ChildFailed>,
     health: Arc<Health>,
     batch_timeout: Duration,
+    /// For reading a refused batch again (`isolate`).
+    max_record_bytes: usize,
     queue: VecDeque<ValidatedBatch>,
     lanes: Vec<Lane>,
     routes: RouteChooser,
@@ -73,6 +76,7 @@ impl Writer {
         health: Arc<Health>,
         batch_timeout: Duration,
         writers: usize,
+        max_record_bytes: usize,
     ) -> Self {
         Writer {
             pool,
@@ -80,6 +84,7 @@ impl Writer {
             supervisor,
             health,
             batch_timeout,
+            max_record_bytes,
             queue: VecDeque::new(),
             lanes: (0..writers.max(1)).map(|_| Lane::default()).collect(),
             routes: RouteChooser::default(),
@@ -107,10 +112,12 @@ impl Writer {
         let ck = self.ck.clone();
         let health = self.health.clone();
         let timeout = self.batch_timeout;
+        let max_record_bytes = self.max_record_bytes;
         let conn = self.lanes[lane].conn.take();
         let mut routes = self.routes;
         let fut = async move {
-            let (conn, result) = write_with_retry(&pool, conn, &batch, timeout, &health, &mut routes).await;
+            let (conn, result) =
+                write_with_retry(&pool, conn, &batch, timeout, max_record_bytes, &health, &mut routes).await;
             if let Ok(counts) = &result {
                 let _ =
                     ck.send(BatchCommitted { file: batch.file.clone(), counts: *counts, end: batch.end.clone() }).await;
@@ -152,6 +159,7 @@ async fn write_with_retry(
     mut conn: Option<WriterConn>,
     batch: &ValidatedBatch,
     timeout: Duration,
+    max_record_bytes: usize,
     health: &Health,
     routes: &mut RouteChooser,
 ) -> (Option<WriterConn>, Result<Counts, DbError>) {
@@ -234,9 +242,52 @@ async fn write_with_retry(
                 tracing::warn!(file = %batch.file.name, error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "batch not committed; retrying");
                 tokio::time::sleep(delay).await;
             }
+            Err(e) if e.is_data_error() => {
+                // Never retry the whole batch forever: find the rows at fault.
+                let Some(c) = conn.as_mut() else { return (None, Err(e)) };
+                tracing::error!(file = %batch.file.name, error = %e, "PostgreSQL refused data the validator accepted (the validator and the schema disagree); isolating the rows at fault");
+                return match isolate(c, batch, max_record_bytes, timeout).await {
+                    Ok(counts) => (conn, Ok(counts)),
+                    Err(e2) => {
+                        tracing::error!(file = %batch.file.name, error = %e2, "cannot isolate the refused rows");
+                        (None, Err(e))
+                    }
+                };
+            }
             Err(e) => return (None, Err(e)),
         }
     }
+}
+
+/// Reads the batch's records again and commits them row by row where the
+/// database refuses them (see `db::write::commit_isolated`).
+async fn isolate(
+    conn: &mut WriterConn,
+    batch: &ValidatedBatch,
+    max_record_bytes: usize,
+    timeout: Duration,
+) -> Result<Counts, DbError> {
+    let task = (*batch.file).clone();
+    let (start, line, end) = (batch.start_offset, batch.start_line, batch.end_offset);
+    let records = tokio::task::spawn_blocking(move || read_range(&task, start, line, end, max_record_bytes))
+        .await
+        .map_err(|e| DbError::Reread(e.to_string()))?
+        .map_err(|e| DbError::Reread(e.to_string()))?;
+    let (outcome, refused) = tokio::time::timeout(timeout, commit_isolated(conn, batch, &records))
+        .await
+        .map_err(|_| DbError::Timeout { context: "isolating refused rows", timeout })??;
+    metrics().schema_refusals.inc_by(refused);
+    Ok(match outcome {
+        Outcome::Committed(c) => {
+            let m = metrics();
+            m.batches.inc();
+            m.rows_written.inc_by(c.written);
+            m.rows_duplicate.inc_by(c.duplicate);
+            m.rows_rejected.inc_by(c.rejected);
+            c
+        }
+        Outcome::AlreadyCommitted => Counts::default(),
+    })
 }
 
 /// A backend that stopped answering may still commit when it wakes up;

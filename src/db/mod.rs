@@ -28,6 +28,10 @@ pub enum DbError {
     Timeout { context: &'static str, timeout: Duration },
     #[error("checkpoint fence: file {file_id} is committed to offset {actual}, the batch starts at {expected}")]
     Fence { file_id: i64, expected: u64, actual: u64 },
+    #[error("reading the batch again: {0}")]
+    Reread(String),
+    #[error("file {file_id}: the batch read again has {found} rows, {expected} were expected")]
+    Isolation { file_id: i64, expected: u64, found: u64 },
     #[error("migration {version} ({name}): {}", describe(.source))]
     Migration { version: i32, name: &'static str, source: tokio_postgres::Error },
 }
@@ -49,7 +53,7 @@ impl DbError {
     pub fn is_transient(&self) -> bool {
         match self {
             DbError::PoolTimeout { .. } | DbError::Timeout { .. } => true,
-            DbError::Fence { .. } | DbError::Migration { .. } => false,
+            DbError::Fence { .. } | DbError::Migration { .. } | DbError::Isolation { .. } | DbError::Reread(_) => false,
             DbError::Pg { source, .. } => is_transient_pg(source),
         }
     }

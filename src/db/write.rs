@@ -7,6 +7,7 @@
 //! COMMIT's outcome is unknown (connection lost while it was in flight), the
 //! replay's fence tells: it matches no row when the batch did commit.
 
+use std::collections::HashSet;
 use std::pin::pin;
 
 use bytes::Bytes;
@@ -16,8 +17,13 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Transaction};
 
+use crate::core::event::Event;
+use crate::core::reason::RejectReason;
+use crate::core::record::RawRecord;
+use crate::core::validate::validate;
+use crate::db::copy::CopyEncoder;
 use crate::db::{sql, DbError, Pool};
-use crate::messages::{Counts, ValidatedBatch};
+use crate::messages::{Counts, FileTask, RejectRow, ValidatedBatch};
 
 /// The Writer's own connection. It is taken from the pool's manager but
 /// never returned to the pool: after an error or a timeout it is dropped, so
@@ -91,18 +97,7 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch, route: Rout
             }
         }
     }
-    if !b.rejects.is_empty() {
-        let sink = tx.copy_in(sql::COPY_REJECTS).await.map_err(DbError::pg("copy rejects"))?;
-        let mut w = pin!(BinaryCopyInWriter::new(sink, &REJECT_TYPES));
-        for r in &b.rejects {
-            let line = r.line as i64;
-            let reason = r.reason.as_str();
-            let values: [&(dyn ToSql + Sync); 7] =
-                [&file.file_id, &file.name, &line, &reason, &r.detail, &r.raw, &r.raw_truncated];
-            w.as_mut().write(&values).await.map_err(DbError::pg("copy rejects"))?;
-        }
-        w.finish().await.map_err(DbError::pg("copy rejects"))?;
-    }
+    copy_rejects(&tx, file, &b.rejects).await?;
     let counts = Counts {
         rows: b.rows,
         written,
@@ -110,11 +105,38 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch, route: Rout
         rejected: b.rejects.len() as u64,
     };
     debug_assert_eq!(counts.rows, counts.written + counts.duplicate + counts.rejected);
+    if advance_and_commit(tx, b, counts).await? {
+        Ok(Some(Outcome::Committed(counts)))
+    } else {
+        fence_missed(&conn.client, b).await.map(Some)
+    }
+}
+
+async fn copy_rejects(tx: &Transaction<'_>, file: &FileTask, rejects: &[RejectRow]) -> Result<(), DbError> {
+    if rejects.is_empty() {
+        return Ok(());
+    }
+    let sink = tx.copy_in(sql::COPY_REJECTS).await.map_err(DbError::pg("copy rejects"))?;
+    let mut w = pin!(BinaryCopyInWriter::new(sink, &REJECT_TYPES));
+    for r in rejects {
+        let line = r.line as i64;
+        let reason = r.reason.as_str();
+        let values: [&(dyn ToSql + Sync); 7] =
+            [&file.file_id, &file.name, &line, &reason, &r.detail, &r.raw, &r.raw_truncated];
+        w.as_mut().write(&values).await.map_err(DbError::pg("copy rejects"))?;
+    }
+    w.finish().await.map_err(DbError::pg("copy rejects"))?;
+    Ok(())
+}
+
+/// Advances the checkpoint (the fence) and commits. `false`: the fence
+/// matched no row and the transaction was rolled back.
+async fn advance_and_commit(tx: Transaction<'_>, b: &ValidatedBatch, counts: Counts) -> Result<bool, DbError> {
     let advanced = tx
         .execute(
             sql::ADVANCE_CHECKPOINT,
             &[
-                &file.file_id,
+                &b.file.file_id,
                 &(b.start_offset as i64),
                 &(b.end_offset as i64),
                 &(b.end_line as i64),
@@ -129,20 +151,130 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch, route: Rout
         .map_err(DbError::pg("advance checkpoint"))?;
     if advanced != 1 {
         tx.rollback().await.map_err(DbError::pg("rollback"))?;
-        let row = conn
-            .client
-            .query_one(sql::READ_CHECKPOINT, &[&file.file_id])
-            .await
-            .map_err(DbError::pg("read checkpoint"))?;
-        let actual = row.get::<_, i64>(0) as u64;
-        let state: String = row.get(1);
-        if state == "done" || (actual == b.end_offset && b.end_offset != b.start_offset) {
-            return Ok(Some(Outcome::AlreadyCommitted));
-        }
-        return Err(DbError::Fence { file_id: file.file_id, expected: b.start_offset, actual });
+        return Ok(false);
     }
     // If we die here the outcome is unknown to us; the replay's fence will
     // find out.
     tx.commit().await.map_err(DbError::pg("commit"))?;
-    Ok(Some(Outcome::Committed(counts)))
+    Ok(true)
+}
+
+/// The fence matched no row: either an earlier attempt committed this batch
+/// (its COMMIT's answer was lost), or the checkpoint is somewhere else.
+async fn fence_missed(client: &Client, b: &ValidatedBatch) -> Result<Outcome, DbError> {
+    let row =
+        client.query_one(sql::READ_CHECKPOINT, &[&b.file.file_id]).await.map_err(DbError::pg("read checkpoint"))?;
+    let actual = row.get::<_, i64>(0) as u64;
+    let state: String = row.get(1);
+    if state == "done" || (actual == b.end_offset && b.end_offset != b.start_offset) {
+        return Ok(Outcome::AlreadyCommitted);
+    }
+    Err(DbError::Fence { file_id: b.file.file_id, expected: b.start_offset, actual })
+}
+
+/// The contract reason closest to a database refusal of a value the
+/// validator accepted (the schema and the validator disagree).
+pub fn reason_for_refusal(e: &DbError) -> RejectReason {
+    let code = match e {
+        DbError::Pg { source, .. } => source.code().map(|c| c.code().to_owned()).unwrap_or_default(),
+        _ => String::new(),
+    };
+    match code.as_str() {
+        "22001" => RejectReason::TooLong,
+        "22003" | "23514" => RejectReason::OutOfRange,
+        "22007" | "22008" => RejectReason::InvalidTimestamp,
+        "23502" => RejectReason::MissingField,
+        _ => RejectReason::MalformedCsv,
+    }
+}
+
+/// Commits a batch the database refused as a whole, row by row where it
+/// must: `records` are the batch's records read again from the file. The
+/// valid rows go in by halves, each half under a savepoint; a half refused
+/// for its data is split again, down to the single rows at fault, which
+/// become rejects with the closest contract reason. Everything else commits
+/// with the checkpoint, in one transaction as always. Returns the outcome
+/// and how many rows the database refused.
+pub async fn commit_isolated(
+    conn: &mut WriterConn,
+    b: &ValidatedBatch,
+    records: &[RawRecord],
+) -> Result<(Outcome, u64), DbError> {
+    let file = &b.file;
+    if records.len() as u64 != b.rows {
+        return Err(DbError::Isolation { file_id: file.file_id, expected: b.rows, found: records.len() as u64 });
+    }
+    // The same rules as the Validator, applied again to the same records.
+    let now = chrono::Utc::now();
+    let mut seen = HashSet::new();
+    let mut valid: Vec<(Event<'_>, &RawRecord)> = Vec::new();
+    let mut rejects: Vec<RejectRow> = Vec::new();
+    let mut batch_duplicates = 0u64;
+    for rec in records {
+        match validate(&b.header, rec, now) {
+            Ok(e) if seen.insert(e.event_id) => valid.push((e, rec)),
+            Ok(_) => batch_duplicates += 1,
+            Err(r) => rejects.push(reject_row(rec, r.reason, r.detail)),
+        }
+    }
+    valid.sort_unstable_by_key(|(e, _)| e.event_id);
+
+    let tx = conn.client.transaction().await.map_err(DbError::pg("begin"))?;
+    let mut written = 0u64;
+    let mut refused = 0u64;
+    let mut todo = vec![(0, valid.len())];
+    while let Some((lo, hi)) = todo.pop() {
+        if lo == hi {
+            continue;
+        }
+        let mut enc = CopyEncoder::new(0);
+        for (e, rec) in &valid[lo..hi] {
+            enc.push(e, rec.line, &file.name);
+        }
+        tx.batch_execute("SAVEPOINT isolate").await.map_err(DbError::pg("savepoint"))?;
+        let attempt = async {
+            copy_payload(&tx, sql::COPY_STAGING, enc.finish().bytes).await.map_err(DbError::pg("copy events"))?;
+            let n = tx.execute(sql::MERGE_STAGING, &[]).await.map_err(DbError::pg("merge events"))?;
+            // The temp table empties only at commit; this transaction goes on.
+            tx.batch_execute("TRUNCATE ingestd_staging").await.map_err(DbError::pg("truncate staging"))?;
+            Ok::<u64, DbError>(n)
+        };
+        match attempt.await {
+            Ok(n) => {
+                written += n;
+                tx.batch_execute("RELEASE SAVEPOINT isolate").await.map_err(DbError::pg("savepoint"))?;
+            }
+            Err(e) if e.is_data_error() => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT isolate").await.map_err(DbError::pg("savepoint"))?;
+                if hi - lo == 1 {
+                    refused += 1;
+                    let detail = format!("refused by the database: {e}");
+                    rejects.push(reject_row(valid[lo].1, reason_for_refusal(&e), detail));
+                } else {
+                    let mid = lo + (hi - lo) / 2;
+                    todo.push((mid, hi));
+                    todo.push((lo, mid));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    rejects.sort_by_key(|r| r.line);
+    copy_rejects(&tx, file, &rejects).await?;
+    let counts = Counts {
+        rows: b.rows,
+        written,
+        duplicate: valid.len() as u64 - refused - written + batch_duplicates,
+        rejected: rejects.len() as u64,
+    };
+    debug_assert_eq!(counts.rows, counts.written + counts.duplicate + counts.rejected);
+    if advance_and_commit(tx, b, counts).await? {
+        Ok((Outcome::Committed(counts), refused))
+    } else {
+        Ok((fence_missed(&conn.client, b).await?, 0))
+    }
+}
+
+fn reject_row(rec: &RawRecord, reason: RejectReason, detail: String) -> RejectRow {
+    RejectRow { line: rec.line, reason, detail, raw: rec.raw.clone(), raw_truncated: rec.raw_truncated }
 }

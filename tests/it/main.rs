@@ -8,4 +8,5 @@ mod e2e;
 mod faults;
 mod props;
 mod replay;
+mod schema;
 mod startup;
