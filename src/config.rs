@@ -310,19 +310,28 @@ impl Config {
 
     /// Creates the folders if missing and checks they are writable
     /// directories. Separate from `check` because it touches the disk.
+    ///
+    /// The incoming folder must exist (a typo there would otherwise watch an
+    /// empty new folder forever); the output folders are created.
     pub fn prepare_folders(&self) -> Result<(), ConfigError> {
         let folders = [
-            ("paths.incoming", &self.paths.incoming),
-            ("paths.processed", &self.paths.processed),
-            ("paths.bad_records", &self.paths.bad_records),
+            ("paths.incoming", &self.paths.incoming, false),
+            ("paths.processed", &self.paths.processed, true),
+            ("paths.bad_records", &self.paths.bad_records, true),
         ];
-        for (key, path) in folders {
+        for (key, path, create) in folders {
             let folder_err = |message: String| ConfigError::Folder { key, path: path.clone(), message };
-            std::fs::create_dir_all(path).map_err(|e| folder_err(format!("cannot create: {e}")))?;
-            let meta = std::fs::metadata(path).map_err(|e| folder_err(e.to_string()))?;
+            if create {
+                std::fs::create_dir_all(path).map_err(|e| folder_err(format!("cannot create: {e}")))?;
+            }
+            let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => folder_err("does not exist".into()),
+                _ => folder_err(e.to_string()),
+            })?;
             if !meta.is_dir() {
                 return Err(folder_err("not a directory".into()));
             }
+            std::fs::read_dir(path).map_err(|e| folder_err(format!("not readable: {e}")))?;
             let probe = path.join(format!(".ingestd-write-probe-{}", std::process::id()));
             std::fs::write(&probe, b"").map_err(|e| folder_err(format!("not writable: {e}")))?;
             let _ = std::fs::remove_file(&probe);

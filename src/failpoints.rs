@@ -7,9 +7,13 @@
 //! - `panic_once=VALUE`: the same, but only the first time in this process
 //!   (a transient failure that a restart cures).
 //! - `exit_at=NAME:FILE`: the process exits with code 99 when it reaches
-//!   point NAME (`parser_batch`, `writer_batch`) for a file whose name
-//!   contains FILE.
-//! - `sleep_at=NAME:MS`: sleeps MS milliseconds at point NAME.
+//!   point NAME for a file whose name contains FILE. Points, in the order a
+//!   file meets them: `parser_batch` (a batch is read), `writer_batch` (a
+//!   transaction starts), `before_commit` (COPY and checkpoint done, COMMIT
+//!   not sent), `after_commit`, `before_disk_work` (file marked done; no
+//!   rejects file, no move yet), `before_move` (rejects file written).
+//! - `sleep_at=NAME:MS`: sleeps MS milliseconds at point NAME (only
+//!   `parser_batch` runs on a thread that may block).
 
 #[cfg(debug_assertions)]
 fn entries() -> &'static [(String, String)] {

@@ -119,12 +119,14 @@ async fn mark_done(pool: &Pool, file_id: i64) -> Result<Option<i64>, DbError> {
 /// delete. Retried with backoff until it succeeds; never reads rows again.
 async fn finish_on_disk(pool: &Pool, settings: &KeeperSettings, file: &FileTask, rejected: Option<i64>) {
     let Some(rejected) = rejected else { return };
+    crate::failpoints::hit("before_disk_work", &file.name);
     let mut delay = RETRY_BASE;
     loop {
         let result = async {
             if rejected > 0 {
                 write_rejects_file(pool, settings, file).await?;
             }
+            crate::failpoints::hit("before_move", &file.name);
             let settings = settings.clone();
             let file = file.clone();
             tokio::task::spawn_blocking(move || after_commit(&settings, &file)).await.map_err(|e| e.to_string())?

@@ -155,7 +155,9 @@ async fn advance_and_commit(tx: Transaction<'_>, b: &ValidatedBatch, counts: Cou
     }
     // If we die here the outcome is unknown to us; the replay's fence will
     // find out.
+    crate::failpoints::hit("before_commit", &b.file.name);
     tx.commit().await.map_err(DbError::pg("commit"))?;
+    crate::failpoints::hit("after_commit", &b.file.name);
     Ok(true)
 }
 

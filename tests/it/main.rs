@@ -4,6 +4,7 @@ mod support;
 
 mod cluster;
 mod corpora;
+mod crashpoints;
 mod e2e;
 mod faults;
 mod props;

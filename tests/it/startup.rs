@@ -40,6 +40,12 @@ fn bad_config_exits_2_with_one_line() {
     let (status, _, stderr) = d.output(&["run"]);
     assert_eq!(status.code(), Some(2));
     assert!(one_line_error(&stderr).contains("must differ"), "{stderr}");
+    // The incoming folder must exist.
+    let mut d2 = Daemon::new(&db);
+    d2.set("INGESTD_PATHS__INCOMING", "/nonexistent/incoming");
+    let (status, _, stderr) = d2.output(&["check-config"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(one_line_error(&stderr).contains("paths.incoming = /nonexistent/incoming: does not exist"), "{stderr}");
     // Environment typo.
     let mut d = Daemon::new(&db);
     d.set("INGESTD_PIPELINE__BATCH_ROWS", "lots");

@@ -350,3 +350,205 @@ pub fn temp_files(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// A PostgreSQL cluster of one test's own, for tests that stop, restart,
+/// crash, freeze or reconfigure the server (the shared cluster of `TestDb`
+/// serves tests running in parallel). It listens on the same port for its
+/// whole life, so a daemon's DATABASE_URL stays valid across restarts:
+/// `EmbeddedPg` picks a new port at every start, so it only creates the
+/// cluster here, and `pg_ctl` runs it after that. Stopped on drop.
+pub struct PrivateDb {
+    /// Cluster root (`pg/data`, `pg/server.log`, the unix socket); removed
+    /// on drop, after the server is stopped.
+    dir: tempfile::TempDir,
+    port: u16,
+    bin_dir: PathBuf,
+    /// (uid, gid) owning the data directory, when we are root: the server
+    /// must run as its owner (initdb and pg_ctl refuse root).
+    run_as: Option<(u32, u32)>,
+    running: bool,
+}
+
+/// The database `PrivateDb` creates, reached as the superuser `postgres`.
+pub const PRIVATE_DB: &str = ingestd::db::embedded::DEFAULT_DB;
+
+impl PrivateDb {
+    /// A new cluster holding `PRIVATE_DB`, running on a free port.
+    pub fn new() -> PrivateDb {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::Builder::new().prefix("pg-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        // The server user must be able to enter it when we are root.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = dir.path().join("pg");
+        // initdb, CREATE DATABASE, then stop: from here on pg_ctl runs it.
+        let mut pg = EmbeddedPg::start(&root).expect("create a private PostgreSQL cluster");
+        pg.stop().expect("stop the private cluster after creating it");
+        drop(pg);
+        // SAFETY: geteuid has no preconditions.
+        let root_user = unsafe { libc::geteuid() } == 0;
+        let meta = std::fs::metadata(root.join("data")).unwrap();
+        let mut db = PrivateDb {
+            dir,
+            port: free_port(),
+            bin_dir: EmbeddedPg::find_bin_dir().unwrap(),
+            run_as: root_user.then(|| (meta.uid(), meta.gid())),
+            running: false,
+        };
+        db.start();
+        db
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// URL of `PRIVATE_DB` as the superuser.
+    pub fn url(&self) -> String {
+        self.url_as("postgres")
+    }
+
+    /// URL of `PRIVATE_DB` as `role` (trust authentication: no password).
+    pub fn url_as(&self, role: &str) -> String {
+        format!("postgres://{role}@127.0.0.1:{}/{PRIVATE_DB}", self.port)
+    }
+
+    /// The `TestDb` helpers (files, rejects, scalar) on this cluster.
+    pub fn db(&self) -> TestDb {
+        TestDb { url: self.url() }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("pg/data")
+    }
+
+    /// The server's log, for assertions and failure messages.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pg/server.log")).unwrap_or_default()
+    }
+
+    /// Runs one statement as the superuser; returns its rows the way
+    /// `psql -A -t` prints them (columns joined by `|`, one row a line).
+    /// One statement per call: ALTER SYSTEM refuses a multi-statement string.
+    pub fn psql(&self, sql: &str) -> String {
+        let mut config: postgres::Config = self.url().parse().unwrap();
+        // Even when the cluster's default is read-only (P10).
+        config.options("-c default_transaction_read_only=off").connect_timeout(Duration::from_secs(10));
+        let mut client = config.connect(postgres::NoTls).unwrap_or_else(|e| panic!("connect for {sql:?}: {e}"));
+        let messages = client.simple_query(sql).unwrap_or_else(|e| panic!("{sql:?}: {e}"));
+        let rows: Vec<String> = messages
+            .iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).unwrap_or("")).collect::<Vec<_>>().join("|"))
+                }
+                _ => None,
+            })
+            .collect();
+        rows.join("\n")
+    }
+
+    /// `pg_ctl start` on this cluster's port (retried while the port is
+    /// briefly taken by someone else).
+    pub fn start(&mut self) {
+        let opts = self.server_options();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let log_before = self.server_log().len();
+            let out = self.pg_ctl(&["start", "-w", "-t", "60", "-l", &self.log_arg(), "-o", &opts]);
+            if out.status.success() {
+                break;
+            }
+            let log = self.server_log();
+            if attempt < 20 && log[log_before.min(log.len())..].contains("Address already in use") {
+                std::thread::sleep(Duration::from_millis(250));
+                continue;
+            }
+            panic!(
+                "pg_ctl start: {}\n{}\nserver log:\n{log}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.running = true;
+    }
+
+    /// `pg_ctl stop -m fast`: sessions are ended, the server shuts down
+    /// cleanly.
+    pub fn stop(&mut self) {
+        self.run_ok(&["stop", "-m", "fast", "-w", "-t", "60"]);
+        self.running = false;
+    }
+
+    /// `pg_ctl stop -m immediate`: a crash; the next start recovers from
+    /// the WAL.
+    pub fn crash(&mut self) {
+        self.run_ok(&["stop", "-m", "immediate", "-w", "-t", "60"]);
+        self.running = false;
+    }
+
+    /// `pg_ctl restart -m fast`, on the same port.
+    pub fn restart_fast(&mut self) {
+        let opts = self.server_options();
+        let log = self.log_arg();
+        self.run_ok(&["restart", "-m", "fast", "-w", "-t", "60", "-l", &log, "-o", &opts]);
+        self.running = true;
+    }
+
+    /// A crash, then a start with crash recovery, on the same port.
+    pub fn crash_and_start(&mut self) {
+        self.crash();
+        self.start();
+    }
+
+    fn server_options(&self) -> String {
+        // pg_ctl hands -o to /bin/sh; the root path has no quotes or spaces.
+        format!(
+            "-p {} -k '{}' -c listen_addresses=127.0.0.1 -c shared_buffers=32MB -c max_connections=50",
+            self.port,
+            self.dir.path().join("pg").display()
+        )
+    }
+
+    fn log_arg(&self) -> String {
+        self.dir.path().join("pg/server.log").display().to_string()
+    }
+
+    fn run_ok(&self, args: &[&str]) {
+        let out = self.pg_ctl(args);
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.server_log()
+        );
+    }
+
+    /// `pg_ctl ARGS -D data`, as the data directory's owner when we are
+    /// root, with no PG* variables from our environment.
+    fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(self.bin_dir.join("pg_ctl"));
+        cmd.args(args).arg("-D").arg(self.data_dir()).current_dir(self.dir.path()).stdin(Stdio::null());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PG") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("LC_ALL", "C");
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid).env("HOME", self.dir.path());
+        }
+        cmd.output().expect("run pg_ctl")
+    }
+}
+
+impl Drop for PrivateDb {
+    fn drop(&mut self) {
+        if self.running {
+            // Immediate: the data is thrown away with the directory.
+            let _ = self.pg_ctl(&["stop", "-m", "immediate", "-w", "-t", "60"]);
+        }
+    }
+}
