@@ -2,19 +2,27 @@
 //!
 //! Starts its own PostgreSQL (the embedded helper, under target/bench-pg),
 //! generates the data, and in the same run measures:
-//! 1. the baseline: `psql \copy` of the same CSV files into a copy of
-//!    ecommerce_events (same primary key and indexes);
-//! 2. `ingestd run --until-idle` on those files (clean data);
-//! 3. the same with 5 % bad rows and 5 % duplicates;
-//! and prints rows/s, the ratio to the baseline, and ingestd's peak RSS.
-//! Machines are noisy: compare ratios, not absolute numbers.
 //!
-//! Knobs (environment): BENCH_FILES (20), BENCH_ROWS (50000 per file),
-//! plus any INGESTD_* setting, passed on to the daemon.
+//! 1. the baseline, `psql \copy` of the CSV files into a copy of
+//!    ecommerce_events (same primary key and indexes);
+//! 2. `ingestd run --until-idle` on the same files, clean;
+//! 3. the same with 5 % bad rows and 5 % duplicates;
+//! 4. latency: the daemon idle, one 100-row file renamed into the folder
+//!    every 100 ms, time from rename to the file being done;
+//! 5. scaling: 1 M rows as 10 files of 100 000 rows, and as 10 000 files of
+//!    100 rows;
+//! 6. start-up with 100 000 finished files recorded in ingest_files.
+//!
+//! It prints rows/s, ratios to the baseline, ingestd's peak RSS, and latency
+//! percentiles. Machines are noisy: compare ratios, not absolute numbers.
+//!
+//! Knobs (environment): BENCH_FILES (20) and BENCH_ROWS (50000 per file) for
+//! 1-3; BENCH_LATENCY_SECS (30); BENCH_SKIP (comma list of: dirty, latency,
+//! scaling, startup); any INGESTD_* setting is passed on to the daemon.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant, SystemTime};
 
 use ingestd::actors::generator::{GenSpec, RowMaker};
 use ingestd::db::embedded::EmbeddedPg;
@@ -26,9 +34,18 @@ fn env_u64(key: &str, default: u64) -> u64 {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn psql(url: &str, sql: &str) {
+fn skipped(section: &str) -> bool {
+    std::env::var("BENCH_SKIP").unwrap_or_default().split(',').any(|s| s.trim() == section)
+}
+
+fn psql(url: &str, sql: &str) -> String {
     let out = Command::new("psql").args([url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql]).output().expect("psql");
     assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn reset(url: &str) {
+    psql(url, "TRUNCATE ecommerce_events, ingest_rejects, ingest_files");
 }
 
 fn generate(dir: &Path, files: u64, rows: u64, bad: f64, dup: f64) -> Vec<PathBuf> {
@@ -37,11 +54,39 @@ fn generate(dir: &Path, files: u64, rows: u64, bad: f64, dup: f64) -> Vec<PathBu
     let spec = GenSpec { rows, bad_frac: bad, dup_frac: dup };
     (0..files)
         .map(|i| {
-            let name = format!("bench_{i:04}.csv");
+            let name = format!("bench_{i:05}.csv");
             maker.write_file(dir, &name, &spec).unwrap();
             dir.join(name)
         })
         .collect()
+}
+
+fn daemon(url: &str, work: &Path, args: &[&str]) -> Child {
+    let incoming = work.join("incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    Command::new(BIN)
+        .arg("run")
+        .args(args)
+        .current_dir(work)
+        .env("DATABASE_URL", url)
+        .env("INGESTD_PATHS__INCOMING", &incoming)
+        .env("INGESTD_PATHS__PROCESSED", work.join("processed"))
+        .env("INGESTD_PATHS__BAD_RECORDS", work.join("bad_records"))
+        .env("INGESTD_HTTP__LISTEN", "")
+        .env("INGESTD_PIPELINE__STABLE_FOR_MS", "0")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("spawn ingestd")
+}
+
+/// Waits for the child; returns its peak RSS in KiB (from wait4's rusage).
+fn wait_rss(child: &Child) -> i64 {
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "ingestd failed: status {status}");
+    usage.ru_maxrss
 }
 
 /// Runs the daemon to idle on a copy of `files`; returns (seconds, peak RSS KiB).
@@ -53,35 +98,23 @@ fn run_ingestd(url: &str, work: &Path, files: &[PathBuf]) -> (f64, i64) {
         std::fs::hard_link(f, incoming.join(f.file_name().unwrap())).unwrap();
     }
     let start = Instant::now();
-    let child = Command::new(BIN)
-        .args(["run", "--until-idle"])
-        .current_dir(work)
-        .env("DATABASE_URL", url)
-        .env("INGESTD_PATHS__INCOMING", &incoming)
-        .env("INGESTD_PATHS__PROCESSED", work.join("processed"))
-        .env("INGESTD_PATHS__BAD_RECORDS", work.join("bad_records"))
-        .env("INGESTD_HTTP__LISTEN", "")
-        .env("INGESTD_PIPELINE__STABLE_FOR_MS", "0")
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("spawn ingestd");
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32);
-    let secs = start.elapsed().as_secs_f64();
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "ingestd failed: status {status}");
-    (secs, usage.ru_maxrss)
+    let child = daemon(url, work, &["--until-idle"]);
+    let rss = wait_rss(&child);
+    (start.elapsed().as_secs_f64(), rss)
+}
+
+fn mib(kib: i64) -> f64 {
+    kib as f64 / 1024.0
 }
 
 fn main() {
-    // `cargo bench` passes --bench; nothing to parse.
     let files = env_u64("BENCH_FILES", 20);
     let rows = env_u64("BENCH_ROWS", 50_000);
     let total = files * rows;
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
     let root = target.join("bench-pg");
     let work = target.join("bench-work");
+    let _ = std::fs::remove_dir_all(&work);
     let mut pg = EmbeddedPg::start(&root).expect("embedded PostgreSQL");
     let admin = pg.url("postgres");
     psql(&admin, "DROP DATABASE IF EXISTS bench");
@@ -90,11 +123,17 @@ fn main() {
     let out = Command::new(BIN).arg("migrate").env("DATABASE_URL", &url).env("RUST_LOG", "warn").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    println!("machine: {} cores; PostgreSQL {}; {} files x {} rows", num_cpus(), pg_version(&url), files, rows);
+    println!(
+        "machine: {} cores; PostgreSQL {}; fsync {}, synchronous_commit {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        psql(&url, "SHOW server_version"),
+        psql(&url, "SHOW fsync"),
+        psql(&url, "SHOW synchronous_commit"),
+    );
+    println!("throughput: {files} files x {rows} rows");
     let clean = generate(&work.join("data-clean"), files, rows, 0.0, 0.0);
-    let dirty = generate(&work.join("data-dirty"), files, rows, 0.05, 0.05);
 
-    // Baseline: psql \copy of the same files into a copy of the table.
+    // 1. Baseline: psql \copy of the same files into a copy of the table.
     psql(
         &url,
         "DROP TABLE IF EXISTS copy_baseline; CREATE TABLE copy_baseline (LIKE ecommerce_events INCLUDING ALL); \
@@ -106,36 +145,140 @@ fn main() {
     }
     let copy_secs = start.elapsed().as_secs_f64();
     let copy_rate = total as f64 / copy_secs;
-    println!("psql \\copy (baseline)      {total:>9} rows {copy_secs:>7.2} s {copy_rate:>10.0} rows/s");
+    println!("  psql \\copy (baseline)     {total:>9} rows {copy_secs:>7.2} s {copy_rate:>9.0} rows/s");
+    psql(&url, "DROP TABLE copy_baseline");
 
-    psql(&url, "TRUNCATE ecommerce_events, ingest_rejects, ingest_files");
+    // 2. Clean.
+    reset(&url);
     let (secs, rss) = run_ingestd(&url, &work.join("run-clean"), &clean);
     let rate = total as f64 / secs;
     println!(
-        "ingestd clean             {total:>9} rows {secs:>7.2} s {rate:>10.0} rows/s  ratio {:.2}x  peak RSS {:.1} MiB",
+        "  ingestd clean             {total:>9} rows {secs:>7.2} s {rate:>9.0} rows/s  {:.2}x baseline  peak RSS {:.1} MiB",
         rate / copy_rate,
-        rss as f64 / 1024.0
+        mib(rss)
     );
 
-    psql(&url, "TRUNCATE ecommerce_events, ingest_rejects, ingest_files");
-    let (secs2, rss2) = run_ingestd(&url, &work.join("run-dirty"), &dirty);
-    let rate2 = total as f64 / secs2;
-    println!(
-        "ingestd 5% bad + 5% dup   {total:>9} rows {secs2:>7.2} s {rate2:>10.0} rows/s  ratio {:.2}x  peak RSS {:.1} MiB  ({:.0}% of clean)",
-        rate2 / copy_rate,
-        rss2 as f64 / 1024.0,
-        100.0 * rate2 / rate
-    );
+    // 3. Dirty.
+    if !skipped("dirty") {
+        let dirty = generate(&work.join("data-dirty"), files, rows, 0.05, 0.05);
+        reset(&url);
+        let (secs2, rss2) = run_ingestd(&url, &work.join("run-dirty"), &dirty);
+        let rate2 = total as f64 / secs2;
+        println!(
+            "  ingestd 5% bad + 5% dup   {total:>9} rows {secs2:>7.2} s {rate2:>9.0} rows/s  {:.2}x baseline  peak RSS {:.1} MiB  ({:.0}% of clean)",
+            rate2 / copy_rate,
+            mib(rss2),
+            100.0 * rate2 / rate
+        );
+    }
+
+    // 4. Latency.
+    if !skipped("latency") {
+        reset(&url);
+        latency(&url, &work.join("run-latency"), env_u64("BENCH_LATENCY_SECS", 30));
+    }
+
+    // 5. Scaling.
+    if !skipped("scaling") {
+        println!("scaling: 1 M rows");
+        let mut rates = Vec::new();
+        for (n, r) in [(10u64, 100_000u64), (10_000, 100)] {
+            let data = generate(&work.join(format!("data-{n}")), n, r, 0.0, 0.0);
+            reset(&url);
+            let (secs, rss) = run_ingestd(&url, &work.join(format!("run-{n}")), &data);
+            let rate = (n * r) as f64 / secs;
+            rates.push(rate);
+            println!("  {n:>6} files x {r:>6} rows  {secs:>7.2} s {rate:>9.0} rows/s  peak RSS {:.1} MiB", mib(rss));
+            let _ = std::fs::remove_dir_all(work.join(format!("data-{n}")));
+        }
+        println!("  small files / big files: {:.2}", rates[1] / rates[0]);
+    }
+
+    // 6. Start-up with 100 000 finished files on record.
+    if !skipped("startup") {
+        reset(&url);
+        psql(
+            &url,
+            "INSERT INTO ingest_files (path, file_name, fingerprint, size, state, finished_at) \
+             SELECT 'old/f' || i || '.csv', 'f' || i || '.csv', i::text, 1, 'done', now() \
+             FROM generate_series(1, 100000) i",
+        );
+        let w = work.join("run-startup");
+        let _ = std::fs::remove_dir_all(&w);
+        let start = Instant::now();
+        let child = daemon(&url, &w, &["--until-idle"]);
+        let rss = wait_rss(&child);
+        println!(
+            "start-up with 100 000 finished files on record: {:.2} s to idle and exit  peak RSS {:.1} MiB",
+            start.elapsed().as_secs_f64(),
+            mib(rss)
+        );
+    }
+
     let _ = std::fs::remove_dir_all(&work);
     let _ = pg.stop();
-    std::thread::sleep(Duration::from_millis(10));
 }
 
-fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
-
-fn pg_version(url: &str) -> String {
-    let out = Command::new("psql").args([url, "-qAtc", "SHOW server_version"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+/// One 100-row file renamed into the folder every 100 ms for `secs`
+/// seconds; latency = file finished (`ingest_files.finished_at`, after its
+/// rows are committed) minus the rename.
+fn latency(url: &str, work: &Path, secs: u64) {
+    let _ = std::fs::remove_dir_all(work);
+    let staging = work.join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let incoming = work.join("incoming");
+    let mut child = daemon(url, work, &[]);
+    // Let it start and go idle.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut maker = RowMaker::new(Some(7));
+    let spec = GenSpec { rows: 100, bad_frac: 0.0, dup_frac: 0.0 };
+    let mut renamed = Vec::new();
+    let count = secs * 10;
+    let start = Instant::now();
+    for i in 0..count {
+        let name = format!("lat_{i:05}.csv");
+        maker.write_file(&staging, &name, &spec).unwrap();
+        // Same file system: the rename is atomic, as producers should do.
+        let at = SystemTime::now();
+        std::fs::rename(staging.join(&name), incoming.join(&name)).unwrap();
+        renamed.push((name, at));
+        let next = start + Duration::from_millis(100 * (i + 1));
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    // Wait for the last file, then stop the daemon.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while psql(url, "SELECT count(*) FROM ingest_files WHERE state = 'done'") != count.to_string() {
+        assert!(Instant::now() < deadline, "latency files not all done");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let rss = wait_rss(&child);
+    let _ = child.try_wait();
+    let done: std::collections::HashMap<String, f64> =
+        psql(url, "SELECT file_name || ' ' || extract(epoch FROM finished_at) FROM ingest_files WHERE state = 'done'")
+            .lines()
+            .filter_map(|l| {
+                let (n, t) = l.split_once(' ')?;
+                Some((n.to_owned(), t.parse().ok()?))
+            })
+            .collect();
+    let mut ms: Vec<f64> = renamed
+        .iter()
+        .map(|(n, at)| {
+            let at = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64();
+            (done[n] - at) * 1000.0
+        })
+        .collect();
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "latency: {count} files of 100 rows, one per 100 ms; rename -> file done: median {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms  peak RSS {:.1} MiB",
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(1.0),
+        mib(rss)
+    );
 }

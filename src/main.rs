@@ -271,16 +271,9 @@ fn run(config: Config, until_idle: bool) -> Result<u8, Fatal> {
         let config = config.clone();
         let embedded = embedded.clone();
         async move {
-            let pool = db::build_pool(pg_config, config.database.pool_size);
-            db::wait_ready(&pool, Duration::from_secs(config.database.startup_timeout_secs))
-                .await
-                .map_err(Fatal::database)?;
-            let applied = db::migrate::run(&pool).await.map_err(Fatal::other)?;
-            if !applied.is_empty() {
-                tracing::info!(versions = ?applied, "migrations applied");
-            }
+            // Health first, so /healthz answers and /readyz says "not ready"
+            // while the database is still away.
             let health = Arc::new(Health::default());
-            health.set_db_ok(true);
             let http = if config.http.listen.is_empty() {
                 None
             } else {
@@ -289,6 +282,21 @@ fn run(config: Config, until_idle: bool) -> Result<u8, Fatal> {
                         .map_err(|e| Fatal::config(format!("http.listen = {}: {e}", config.http.listen)))?,
                 )
             };
+            let pool = db::build_pool(pg_config, config.database.pool_size);
+            let startup = Duration::from_secs(config.database.startup_timeout_secs);
+            let deadline = tokio::time::Instant::now() + startup;
+            db::wait_ready(&pool, startup).await.map_err(Fatal::database)?;
+            let applied = db::migrate_when_ready(&pool, deadline).await.map_err(|e| {
+                if e.is_transient() {
+                    Fatal::database(e)
+                } else {
+                    Fatal::other(e)
+                }
+            })?;
+            if !applied.is_empty() {
+                tracing::info!(versions = ?applied, "migrations applied");
+            }
+            health.set_db_ok(true);
             let hard_exit: Box<dyn FnOnce()> = Box::new(move || {
                 if let Some(pg) = embedded.lock().ok().and_then(|mut g| g.take()) {
                     let mut pg = pg;

@@ -250,8 +250,9 @@ impl Supervisor {
                 incoming: c.paths.incoming.clone(),
                 stable_for: Duration::from_millis(c.pipeline.stable_for_ms),
                 rescan_interval: Duration::from_millis(c.pipeline.rescan_interval_ms),
-                // Enough files ahead to keep the window full of small files.
-                files_in_flight: c.pipeline.batches_in_flight * 2,
+                // Enough files ahead to keep the window full of small files;
+                // files beyond the open ones wait as small path entries.
+                files_in_flight: c.pipeline.batches_in_flight * 4,
             },
             ck.clone(),
             parser.clone(),

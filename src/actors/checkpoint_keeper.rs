@@ -24,6 +24,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use tokio_postgres::types::Type;
+
 use crate::config::AfterCommit;
 use crate::db::{sql, DbError, Pool};
 use crate::messages::{BatchCommitted, BatchEnd, Claim, ClaimFile, FileFinished, FileTask, RecordFailure};
@@ -98,7 +100,11 @@ impl CheckpointKeeper {
 /// with the reason instead of being hidden.
 async fn mark_done(pool: &Pool, file_id: i64) -> Result<Option<i64>, DbError> {
     let conn = pool.get().await.map_err(DbError::pool("mark done"))?;
-    if let Some(row) = conn.query_opt(sql::MARK_DONE, &[&file_id]).await.map_err(DbError::pg("mark done"))? {
+    // Typed queries: one round trip, no separate prepare (these run once per
+    // file, and small files come by the thousand).
+    if let Some(row) =
+        conn.query_typed_opt(sql::MARK_DONE, &[(&file_id, Type::INT8)]).await.map_err(DbError::pg("mark done"))?
+    {
         metrics().files_done.inc();
         return Ok(Some(row.get::<_, i64>(3)));
     }
@@ -312,7 +318,15 @@ impl Handler<ClaimFile> for CheckpointKeeper {
             let conn = pool.get().await.map_err(DbError::pool("claim file"))?;
             let path = msg.path.to_string_lossy().into_owned();
             let row = conn
-                .query_one(sql::CLAIM_FILE, &[&path, &msg.name, &msg.fingerprint, &(msg.size as i64)])
+                .query_typed_one(
+                    sql::CLAIM_FILE,
+                    &[
+                        (&path, Type::TEXT),
+                        (&msg.name, Type::TEXT),
+                        (&msg.fingerprint, Type::TEXT),
+                        (&(msg.size as i64), Type::INT8),
+                    ],
+                )
                 .await
                 .map_err(DbError::pg("claim file"))?;
             let state: String = row.get(1);

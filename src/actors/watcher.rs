@@ -4,7 +4,8 @@
 //! - Receives: notify hints (from notify's thread, via `try_send`),
 //!   `FileFinished` (CheckpointKeeper), `StopIntake`, `IsIdle` (Supervisor).
 //! - Emits: `ClaimFile` to the CheckpointKeeper, `ReadFile` to the Parser.
-//! - State: candidates and how long they have held still; files in flight;
+//! - State: candidates and how long they have held still; stable files
+//!   waiting for a slot (in name order); files in flight;
 //!   a cache of finished identities so a rescan does not hash them again.
 //! - On restart: nothing is kept; a full scan rebuilds everything and the
 //!   CheckpointKeeper says where each file resumes.
@@ -17,7 +18,7 @@
 //! from other file systems and queue overflows): a full rescan runs at start
 //! and every `rescan_interval_ms`; a hint only makes a file seen sooner.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,7 +66,10 @@ pub struct Watcher {
     settings: WatcherSettings,
     ck: Addr<CheckpointKeeper>,
     parser: Addr<Parser>,
+    /// Files waiting for their size and mtime to hold still.
     candidates: HashMap<PathBuf, Candidate>,
+    /// Stable files waiting for a slot, claimed in name order.
+    ready: BTreeMap<PathBuf, Stat>,
     /// Dispatched (claimed and being read) files, with their fingerprint.
     in_flight: HashMap<PathBuf, String>,
     /// Being identified or claimed right now.
@@ -97,6 +101,7 @@ impl Watcher {
             ck,
             parser,
             candidates: HashMap::new(),
+            ready: BTreeMap::new(),
             in_flight: HashMap::new(),
             claiming: HashSet::new(),
             finished: HashMap::new(),
@@ -167,12 +172,13 @@ impl Watcher {
                     act.scans_completed += 1;
                     let present: HashSet<&PathBuf> = found.iter().map(|(p, _)| p).collect();
                     act.candidates.retain(|p, _| present.contains(p));
+                    act.ready.retain(|p, _| present.contains(p));
                     act.finished.retain(|p, _| present.contains(p));
                     act.erroring.retain(|p, _| present.contains(p));
                     for (path, stat) in found {
                         act.observe(path, stat, false);
                     }
-                    metrics().files_pending.set(act.candidates.len() as i64);
+                    metrics().files_pending.set((act.candidates.len() + act.ready.len()) as i64);
                     act.dispatch(ctx);
                 }
                 Ok(Err(e)) => {
@@ -193,16 +199,42 @@ impl Watcher {
             return;
         }
         self.finished.remove(&path);
-        match self.candidates.get_mut(&path) {
-            Some(c) if c.stat == stat => c.renamed |= renamed,
-            Some(c) => {
-                c.stat = stat;
-                c.since = Instant::now();
-                c.renamed = renamed;
+        match self.ready.get(&path) {
+            Some(s) if *s == stat => return,
+            // Changed after it looked stable: it waits again.
+            Some(_) => {
+                self.ready.remove(&path);
             }
-            None => {
-                self.candidates.insert(path, Candidate { stat, since: Instant::now(), renamed });
-            }
+            None => {}
+        }
+        let stable_for = self.settings.stable_for;
+        let c = self.candidates.entry(path.clone()).or_insert_with(|| Candidate {
+            stat: stat.clone(),
+            since: Instant::now(),
+            renamed: false,
+        });
+        if c.stat != stat {
+            *c = Candidate { stat, since: Instant::now(), renamed: false };
+        }
+        c.renamed |= renamed;
+        if c.renamed || c.since.elapsed() >= stable_for {
+            let c = self.candidates.remove(&path).expect("just looked up");
+            self.ready.insert(path, c.stat);
+        }
+    }
+
+    /// Moves candidates that have held still long enough to `ready`.
+    fn promote(&mut self) {
+        let stable_for = self.settings.stable_for;
+        let stable: Vec<PathBuf> = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| c.renamed || c.since.elapsed() >= stable_for)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in stable {
+            let c = self.candidates.remove(&path).expect("listed above");
+            self.ready.insert(path, c.stat);
         }
     }
 
@@ -211,20 +243,9 @@ impl Watcher {
         if self.intake_stopped {
             return;
         }
-        let now = Instant::now();
-        let mut ready: Vec<(PathBuf, Stat)> = self
-            .candidates
-            .iter()
-            .filter(|(_, c)| c.renamed || now.duration_since(c.since) >= self.settings.stable_for)
-            .map(|(p, c)| (p.clone(), c.stat.clone()))
-            .collect();
-        // Oldest name first gives producers' files a predictable order.
-        ready.sort_by(|a, b| a.0.cmp(&b.0));
-        for (path, stat) in ready {
-            if self.in_flight.len() + self.claiming.len() >= self.settings.files_in_flight {
-                break;
-            }
-            self.candidates.remove(&path);
+        // Name order gives producers' files a predictable order.
+        while self.in_flight.len() + self.claiming.len() < self.settings.files_in_flight {
+            let Some((path, stat)) = self.ready.pop_first() else { break };
             self.claiming.insert(path.clone());
             self.claim(path, stat, ctx);
         }
@@ -269,11 +290,17 @@ impl Watcher {
                     act.finished.insert(path, fp.stat);
                 }
                 Err(e) => {
-                    // Unreadable (permission, vanished) or database down:
-                    // looked at again on the next rescan, never marked done.
-                    metrics().watch_errors.inc();
-                    tracing::warn!(file = %path.display(), error = %e, "cannot claim file; will retry");
-                    act.erroring.insert(path, stat);
+                    if std::fs::symlink_metadata(&path).is_err() {
+                        // Gone meanwhile (e.g. a stale scan entry of a file
+                        // already finished and moved): nothing to do.
+                        tracing::debug!(file = %path.display(), "file vanished before it was claimed");
+                    } else {
+                        // Unreadable (permission) or database down: looked
+                        // at again on the next rescan, never marked done.
+                        metrics().watch_errors.inc();
+                        tracing::warn!(file = %path.display(), error = %e, "cannot claim file; will retry");
+                        act.erroring.insert(path, stat);
+                    }
                 }
             }
             act.dispatch(ctx);
@@ -289,9 +316,12 @@ impl Watcher {
         } else if self.rescan_needed.load(Ordering::Relaxed) {
             self.scan(ctx, false);
         }
+        self.promote();
+        self.dispatch(ctx);
         if !self.candidates.is_empty() && !self.statting {
             self.statting = true;
-            // Re-stat waiting candidates so a growing file restarts its window.
+            // Re-stat waiting candidates so a growing file restarts its
+            // window. Ready files are checked once more when identified.
             let paths: Vec<PathBuf> = self.candidates.keys().cloned().collect();
             let fut = async move {
                 tokio::task::spawn_blocking(move || {
@@ -392,7 +422,10 @@ impl Handler<StopIntake> for Watcher {
 impl Handler<IsIdle> for Watcher {
     type Result = bool;
     fn handle(&mut self, _: IsIdle, ctx: &mut Context<Self>) -> bool {
-        let quiet = self.candidates.is_empty() && self.in_flight.is_empty() && self.claiming.is_empty();
+        let quiet = self.candidates.is_empty()
+            && self.ready.is_empty()
+            && self.in_flight.is_empty()
+            && self.claiming.is_empty();
         if !quiet {
             return false;
         }

@@ -15,7 +15,13 @@ pub async fn run(pool: &Pool) -> Result<Vec<i32>, DbError> {
     let mut conn = pool.get().await.map_err(DbError::pool("migrate"))?;
     let tx = conn.transaction().await.map_err(DbError::pg("migrate: begin"))?;
     tx.execute(sql::MIGRATION_LOCK, &[]).await.map_err(DbError::pg("migrate: lock"))?;
-    tx.batch_execute(sql::MIGRATION_HISTORY).await.map_err(DbError::pg("migrate: history table"))?;
+    // No DDL when the history exists: an up-to-date database in read-only
+    // mode (a failover in progress) must not stop start-up.
+    let has_history: bool =
+        tx.query_one(sql::MIGRATION_HISTORY_EXISTS, &[]).await.map_err(DbError::pg("migrate: history table"))?.get(0);
+    if !has_history {
+        tx.batch_execute(sql::MIGRATION_HISTORY).await.map_err(DbError::pg("migrate: history table"))?;
+    }
     let applied: Vec<i32> = tx
         .query(sql::MIGRATIONS_APPLIED, &[])
         .await

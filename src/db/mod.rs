@@ -53,7 +53,8 @@ impl DbError {
     pub fn is_transient(&self) -> bool {
         match self {
             DbError::PoolTimeout { .. } | DbError::Timeout { .. } => true,
-            DbError::Fence { .. } | DbError::Migration { .. } | DbError::Isolation { .. } | DbError::Reread(_) => false,
+            DbError::Fence { .. } | DbError::Isolation { .. } | DbError::Reread(_) => false,
+            DbError::Migration { source, .. } => is_transient_pg(source),
             DbError::Pg { source, .. } => is_transient_pg(source),
         }
     }
@@ -171,8 +172,34 @@ pub async fn wait_ready(pool: &Pool, timeout: Duration) -> Result<(), DbError> {
         if tokio::time::Instant::now() + delay > deadline {
             return Err(err);
         }
-        tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "database not ready");
-        tokio::time::sleep(delay).await;
+        let wait = jitter(delay);
+        tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "database not ready");
+        tokio::time::sleep(wait).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }
+}
+
+/// Applies the migrations, retrying while the database is transiently
+/// unable to (read-only during a failover, shutting down, out of slots)
+/// until `deadline`.
+pub async fn migrate_when_ready(pool: &Pool, deadline: tokio::time::Instant) -> Result<Vec<i32>, DbError> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match migrate::run(pool).await {
+            Err(e) if e.is_transient() && tokio::time::Instant::now() + delay < deadline => {
+                let wait = jitter(delay);
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot apply migrations yet");
+                tokio::time::sleep(wait).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Between half and all of `d`: retries of many daemons do not line up.
+pub fn jitter(d: Duration) -> Duration {
+    use rand::RngExt;
+    let ms = d.as_millis().max(2) as u64;
+    Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
 }

@@ -7,6 +7,7 @@ pub const MIGRATION_HISTORY: &str = "CREATE TABLE IF NOT EXISTS ingestd_schema_h
     version integer PRIMARY KEY,
     name text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now())";
+pub const MIGRATION_HISTORY_EXISTS: &str = "SELECT to_regclass('ingestd_schema_history') IS NOT NULL";
 pub const MIGRATIONS_APPLIED: &str = "SELECT version FROM ingestd_schema_history";
 pub const MIGRATION_RECORD: &str = "INSERT INTO ingestd_schema_history (version, name) VALUES ($1, $2)";
 

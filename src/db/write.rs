@@ -15,7 +15,7 @@ use futures::SinkExt;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{Client, Statement, Transaction};
 
 use crate::core::event::Event;
 use crate::core::reason::RejectReason;
@@ -32,6 +32,28 @@ pub struct WriterConn {
     pub client: Client,
     /// Backend process id, to terminate a backend that stopped answering.
     pub pid: i32,
+    /// Prepared once per connection: a batch then costs no parse round trips.
+    stmts: Statements,
+}
+
+struct Statements {
+    copy_events: Statement,
+    copy_staging: Statement,
+    copy_rejects: Statement,
+    merge: Statement,
+    advance: Statement,
+}
+
+impl Statements {
+    async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
+        Ok(Statements {
+            copy_events: client.prepare(sql::COPY_EVENTS).await?,
+            copy_staging: client.prepare(sql::COPY_STAGING).await?,
+            copy_rejects: client.prepare(sql::COPY_REJECTS).await?,
+            merge: client.prepare(sql::MERGE_STAGING).await?,
+            advance: client.prepare(sql::ADVANCE_CHECKPOINT).await?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +68,8 @@ pub async fn connect(pool: &Pool) -> Result<WriterConn, DbError> {
     let client = pool.dedicated_connection().await.map_err(DbError::pg("writer connect"))?;
     client.batch_execute(sql::WRITER_SESSION).await.map_err(DbError::pg("writer session setup"))?;
     let pid: i32 = client.query_one(sql::BACKEND_PID, &[]).await.map_err(DbError::pg("writer session setup"))?.get(0);
-    Ok(WriterConn { client, pid })
+    let stmts = Statements::prepare(&client).await.map_err(DbError::pg("writer session setup"))?;
+    Ok(WriterConn { client, pid, stmts })
 }
 
 const REJECT_TYPES: [Type; 7] = [Type::INT8, Type::TEXT, Type::INT8, Type::TEXT, Type::TEXT, Type::BYTEA, Type::BOOL];
@@ -65,8 +88,8 @@ pub enum Route {
 }
 
 /// Streams an encoded COPY payload (see `db::copy`); returns rows copied.
-async fn copy_payload(tx: &Transaction<'_>, sql: &str, payload: Bytes) -> Result<u64, tokio_postgres::Error> {
-    let sink = tx.copy_in::<_, Bytes>(sql).await?;
+async fn copy_payload(tx: &Transaction<'_>, stmt: &Statement, payload: Bytes) -> Result<u64, tokio_postgres::Error> {
+    let sink = tx.copy_in::<_, Bytes>(stmt).await?;
     let mut sink = pin!(sink);
     sink.send(payload).await?;
     sink.as_mut().finish().await
@@ -77,11 +100,12 @@ async fn copy_payload(tx: &Transaction<'_>, sql: &str, payload: Bytes) -> Result
 /// through staging.
 pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch, route: Route) -> Result<Option<Outcome>, DbError> {
     let file = &b.file;
+    let st = &conn.stmts;
     let tx = conn.client.transaction().await.map_err(DbError::pg("begin"))?;
     let mut written = 0u64;
     if b.events.rows() > 0 {
         match route {
-            Route::Direct => match copy_payload(&tx, sql::COPY_EVENTS, b.events.bytes.clone()).await {
+            Route::Direct => match copy_payload(&tx, &st.copy_events, b.events.bytes.clone()).await {
                 Ok(n) => written = n,
                 Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                     tx.rollback().await.map_err(DbError::pg("rollback"))?;
@@ -90,14 +114,14 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch, route: Rout
                 Err(e) => return Err(DbError::pg("copy events")(e)),
             },
             Route::Staging => {
-                copy_payload(&tx, sql::COPY_STAGING, b.events.bytes.clone())
+                copy_payload(&tx, &st.copy_staging, b.events.bytes.clone())
                     .await
                     .map_err(DbError::pg("copy events"))?;
-                written = tx.execute(sql::MERGE_STAGING, &[]).await.map_err(DbError::pg("merge events"))?;
+                written = tx.execute(&st.merge, &[]).await.map_err(DbError::pg("merge events"))?;
             }
         }
     }
-    copy_rejects(&tx, file, &b.rejects).await?;
+    copy_rejects(&tx, st, file, &b.rejects).await?;
     let counts = Counts {
         rows: b.rows,
         written,
@@ -105,18 +129,23 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch, route: Rout
         rejected: b.rejects.len() as u64,
     };
     debug_assert_eq!(counts.rows, counts.written + counts.duplicate + counts.rejected);
-    if advance_and_commit(tx, b, counts).await? {
+    if advance_and_commit(tx, st, b, counts).await? {
         Ok(Some(Outcome::Committed(counts)))
     } else {
         fence_missed(&conn.client, b).await.map(Some)
     }
 }
 
-async fn copy_rejects(tx: &Transaction<'_>, file: &FileTask, rejects: &[RejectRow]) -> Result<(), DbError> {
+async fn copy_rejects(
+    tx: &Transaction<'_>,
+    st: &Statements,
+    file: &FileTask,
+    rejects: &[RejectRow],
+) -> Result<(), DbError> {
     if rejects.is_empty() {
         return Ok(());
     }
-    let sink = tx.copy_in(sql::COPY_REJECTS).await.map_err(DbError::pg("copy rejects"))?;
+    let sink = tx.copy_in(&st.copy_rejects).await.map_err(DbError::pg("copy rejects"))?;
     let mut w = pin!(BinaryCopyInWriter::new(sink, &REJECT_TYPES));
     for r in rejects {
         let line = r.line as i64;
@@ -131,10 +160,15 @@ async fn copy_rejects(tx: &Transaction<'_>, file: &FileTask, rejects: &[RejectRo
 
 /// Advances the checkpoint (the fence) and commits. `false`: the fence
 /// matched no row and the transaction was rolled back.
-async fn advance_and_commit(tx: Transaction<'_>, b: &ValidatedBatch, counts: Counts) -> Result<bool, DbError> {
+async fn advance_and_commit(
+    tx: Transaction<'_>,
+    st: &Statements,
+    b: &ValidatedBatch,
+    counts: Counts,
+) -> Result<bool, DbError> {
     let advanced = tx
         .execute(
-            sql::ADVANCE_CHECKPOINT,
+            &st.advance,
             &[
                 &b.file.file_id,
                 &(b.start_offset as i64),
@@ -221,6 +255,7 @@ pub async fn commit_isolated(
     }
     valid.sort_unstable_by_key(|(e, _)| e.event_id);
 
+    let st = &conn.stmts;
     let tx = conn.client.transaction().await.map_err(DbError::pg("begin"))?;
     let mut written = 0u64;
     let mut refused = 0u64;
@@ -235,8 +270,8 @@ pub async fn commit_isolated(
         }
         tx.batch_execute("SAVEPOINT isolate").await.map_err(DbError::pg("savepoint"))?;
         let attempt = async {
-            copy_payload(&tx, sql::COPY_STAGING, enc.finish().bytes).await.map_err(DbError::pg("copy events"))?;
-            let n = tx.execute(sql::MERGE_STAGING, &[]).await.map_err(DbError::pg("merge events"))?;
+            copy_payload(&tx, &st.copy_staging, enc.finish().bytes).await.map_err(DbError::pg("copy events"))?;
+            let n = tx.execute(&st.merge, &[]).await.map_err(DbError::pg("merge events"))?;
             // The temp table empties only at commit; this transaction goes on.
             tx.batch_execute("TRUNCATE ingestd_staging").await.map_err(DbError::pg("truncate staging"))?;
             Ok::<u64, DbError>(n)
@@ -262,7 +297,7 @@ pub async fn commit_isolated(
         }
     }
     rejects.sort_by_key(|r| r.line);
-    copy_rejects(&tx, file, &rejects).await?;
+    copy_rejects(&tx, st, file, &rejects).await?;
     let counts = Counts {
         rows: b.rows,
         written,
@@ -270,7 +305,7 @@ pub async fn commit_isolated(
         rejected: rejects.len() as u64,
     };
     debug_assert_eq!(counts.rows, counts.written + counts.duplicate + counts.rejected);
-    if advance_and_commit(tx, b, counts).await? {
+    if advance_and_commit(tx, st, b, counts).await? {
         Ok((Outcome::Committed(counts), refused))
     } else {
         Ok((fence_missed(&conn.client, b).await?, 0))

@@ -7,6 +7,8 @@ mod corpora;
 mod crashpoints;
 mod e2e;
 mod faults;
+mod fsfaults;
+mod pgfaults;
 mod props;
 mod replay;
 mod schema;

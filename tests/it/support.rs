@@ -552,3 +552,87 @@ impl Drop for PrivateDb {
         }
     }
 }
+
+/// One row of `ingest_files`: a file identity (path + fingerprint).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub fingerprint: String,
+    pub size: i64,
+    pub file: FileRow,
+    pub error: Option<String>,
+}
+
+impl TestDb {
+    /// Every file identity, in the order they were registered (`files()`
+    /// keys by name, so it folds identities that share a name).
+    pub fn identities(&self) -> Vec<Identity> {
+        self.client()
+            .query(
+                "SELECT file_name, fingerprint, size, rows_total, rows_written, rows_duplicate, rows_rejected, \
+                 state, committed_offset, error FROM ingest_files ORDER BY id",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| Identity {
+                name: r.get(0),
+                fingerprint: r.get(1),
+                size: r.get(2),
+                file: FileRow {
+                    rows: r.get(3),
+                    written: r.get(4),
+                    duplicate: r.get(5),
+                    rejected: r.get(6),
+                    state: r.get(7),
+                    offset: r.get(8),
+                },
+                error: r.get(9),
+            })
+            .collect()
+    }
+}
+
+impl Daemon {
+    /// Starts `WRAPPER… ingestd run [extra…]` (e.g. `runuser -u USER --`),
+    /// with the daemon's environment and log.
+    pub fn spawn_via(&self, wrapper: &[&str], extra: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..]).arg(BIN).arg("run").args(extra).current_dir(self.dir.path()).env_clear();
+        cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::null()).stderr(log).spawn().expect("spawn ingestd through a wrapper")
+    }
+}
+
+/// The fingerprint the daemon gives a file of this content (the oracle for
+/// identities): its size, then the first 12 bytes of the SHA-256 of its
+/// first 64 KiB, in hex.
+pub fn fingerprint_of(content: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(&content[..content.len().min(64 * 1024)]);
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hex}", content.len())
+}
+
+/// `data` gzipped (one member).
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// Peak resident set size of a running process so far, in KiB (`VmHWM` in
+/// /proc/PID/status).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status:\n{status}"))
+}
