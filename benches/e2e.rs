@@ -20,6 +20,10 @@
 //! 1-3; BENCH_LATENCY_SECS (30); BENCH_SKIP (comma list of: dirty, latency,
 //! scaling, startup); any INGESTD_* setting is passed on to the daemon.
 
+// Children are reaped by `wait4` in `wait_rss` (for their peak RSS), which
+// clippy cannot see.
+#![allow(clippy::zombie_processes)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime};

@@ -41,9 +41,14 @@ pub fn write_atomic(target: &Path, fill: impl FnOnce(&mut io::BufWriter<&File>) 
 }
 
 /// Moves a file, falling back to copy + fsync + remove across file systems.
+///
+/// A same-file-system rename is not followed by a directory fsync: if a
+/// crash undoes it, the file reappears in incoming, its identity is already
+/// done, and it is only moved again. (A fsync per file would cap the daemon
+/// at the journal's commit rate when thousands of small files arrive.)
 pub fn move_file(from: &Path, to: &Path) -> io::Result<()> {
     match std::fs::rename(from, to) {
-        Ok(()) => sync_dir(to),
+        Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             let tmp = temp_sibling(to);
             let copied = (|| {

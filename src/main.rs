@@ -282,17 +282,32 @@ fn run(config: Config, until_idle: bool) -> Result<u8, Fatal> {
                         .map_err(|e| Fatal::config(format!("http.listen = {}: {e}", config.http.listen)))?,
                 )
             };
+            // Signals are ours from here on: a SIGTERM while start-up still
+            // waits for the database ends the process cleanly (nothing is in
+            // flight yet), and later the Supervisor drains on it.
+            let mut signals =
+                signal_hook_tokio::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+                    .map_err(|e| Fatal::other(format!("cannot install signal handlers: {e}")))?;
             let pool = db::build_pool(pg_config, config.database.pool_size);
             let startup = Duration::from_secs(config.database.startup_timeout_secs);
             let deadline = tokio::time::Instant::now() + startup;
-            db::wait_ready(&pool, startup).await.map_err(Fatal::database)?;
-            let applied = db::migrate_when_ready(&pool, deadline).await.map_err(|e| {
-                if e.is_transient() {
-                    Fatal::database(e)
-                } else {
-                    Fatal::other(e)
+            let prepare = async {
+                db::wait_ready(&pool, startup).await.map_err(Fatal::database)?;
+                db::migrate_when_ready(&pool, deadline).await.map_err(|e| {
+                    if e.is_transient() {
+                        Fatal::database(e)
+                    } else {
+                        Fatal::other(e)
+                    }
+                })
+            };
+            let applied = tokio::select! {
+                r = prepare => r?,
+                _ = futures::StreamExt::next(&mut signals) => {
+                    tracing::info!("signal during start-up: stopping");
+                    return Ok(false);
                 }
-            })?;
+            };
             if !applied.is_empty() {
                 tracing::info!(versions = ?applied, "migrations applied");
             }
@@ -303,13 +318,14 @@ fn run(config: Config, until_idle: bool) -> Result<u8, Fatal> {
                     let _ = pg.stop();
                 }
             });
-            Supervisor::new(config.clone(), pool, health, until_idle, http, Some(hard_exit)).start();
-            Ok::<(), Fatal>(())
+            Supervisor::new(config.clone(), pool, health, until_idle, http, signals, Some(hard_exit)).start();
+            Ok::<bool, Fatal>(true)
         }
     };
     let started = system.block_on(setup);
     let code = match started {
-        Ok(()) => system.run_with_code().map_err(Fatal::other)?,
+        Ok(true) => system.run_with_code().map_err(Fatal::other)?,
+        Ok(false) => 0,
         Err(f) => {
             stop_embedded(&embedded);
             return Err(f);

@@ -21,25 +21,41 @@ use crate::db::DbError;
 /// Primary key of a row in `ingest_files`.
 pub type FileId = i64;
 
-/// One slot of the credit window. Taken by the Parser before it reads a
-/// batch, released when the batch is dropped: after its commit, or when the
-/// batch is abandoned (its actor stopped). Dropping it is the ack.
+/// Credit units one full batch costs. The window holds
+/// `batches_in_flight x CREDIT_UNITS`; a batch costs its share of a full
+/// batch, by rows or by bytes, whichever is larger, so many small files can
+/// be in flight at once under the same memory bound.
+pub const CREDIT_UNITS: usize = 1000;
+
+/// A batch's share of the credit window. The Parser takes a full batch's
+/// worth before it reads, gives back what the batch did not use, and the
+/// rest is released when the batch is dropped: after its commit, or when it
+/// is abandoned (its actor stopped). Dropping it is the ack.
 ///
 /// It also accounts the batch's rows in the `ingestd_rows_in_memory` gauge,
-/// so the memory bound (window x batch_rows) is observable from outside.
+/// so the memory bound is observable from outside.
 #[derive(Debug)]
 pub struct Credit {
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
     rows: i64,
 }
 
 impl Credit {
     pub fn new(permit: OwnedSemaphorePermit) -> Self {
-        Credit { _permit: permit, rows: 0 }
+        crate::metrics::metrics().batches_in_flight.inc();
+        Credit { permit, rows: 0 }
     }
 
-    /// Counts `rows` more rows as held by this batch.
-    pub fn hold(&mut self, rows: usize) {
+    /// Keeps the units `rows` rows and `bytes` bytes cost (at least one),
+    /// returns the rest to the window, and counts the rows as held.
+    pub fn settle(&mut self, rows: usize, batch_rows: usize, bytes: usize, batch_bytes: usize) {
+        let by_rows = rows.saturating_mul(CREDIT_UNITS).div_ceil(batch_rows.max(1));
+        let by_bytes = bytes.saturating_mul(CREDIT_UNITS).div_ceil(batch_bytes.max(1));
+        let keep = by_rows.max(by_bytes).clamp(1, CREDIT_UNITS);
+        let spare = self.permit.num_permits().saturating_sub(keep);
+        if spare > 0 {
+            drop(self.permit.split(spare));
+        }
         self.rows += rows as i64;
         let m = crate::metrics::metrics();
         m.rows_in_memory.add(rows as i64);
@@ -52,7 +68,9 @@ impl Credit {
 
 impl Drop for Credit {
     fn drop(&mut self) {
-        crate::metrics::metrics().rows_in_memory.sub(self.rows);
+        let m = crate::metrics::metrics();
+        m.rows_in_memory.sub(self.rows);
+        m.batches_in_flight.dec();
     }
 }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::SIGTERM;
 use tokio::sync::Semaphore;
 
 use crate::actors::checkpoint_keeper::{CheckpointKeeper, KeeperSettings, Pending, SetWatcher};
@@ -28,11 +28,11 @@ use crate::actors::generator::{GenSpec, Generator};
 use crate::actors::parser::{Parser, ParserSettings};
 use crate::actors::validator::Validator;
 use crate::actors::watcher::{Watcher, WatcherSettings};
-use crate::actors::writer::Writer;
+use crate::actors::writer::{Writer, WriterSettings};
 use crate::config::Config;
 use crate::db::{sql, Pool};
 use crate::health::Health;
-use crate::messages::{ChildFailed, IsIdle, RecordFailure, Stop, StopIntake, StopReading};
+use crate::messages::{ChildFailed, IsIdle, RecordFailure, Stop, StopIntake, StopReading, CREDIT_UNITS};
 use crate::metrics::metrics;
 
 /// Exit code when the restart budget is spent.
@@ -86,6 +86,9 @@ pub struct Supervisor {
     /// A leadership attempt or check is under way.
     lock_busy: bool,
     standby_logged: bool,
+    /// SIGTERM/SIGINT, installed by `main` before start-up; taken in
+    /// `started`.
+    signals: Option<signal_hook_tokio::Signals>,
 }
 
 impl Supervisor {
@@ -95,6 +98,7 @@ impl Supervisor {
         health: Arc<Health>,
         until_idle: bool,
         http: Option<actix_web::dev::ServerHandle>,
+        signals: signal_hook_tokio::Signals,
         on_hard_exit: Option<Box<dyn FnOnce()>>,
     ) -> Self {
         Supervisor {
@@ -111,6 +115,7 @@ impl Supervisor {
             lock: None,
             lock_busy: false,
             standby_logged: false,
+            signals: Some(signals),
         }
     }
 
@@ -202,8 +207,9 @@ impl Supervisor {
         }
     }
 
+    /// The credit window, in units (see `messages::CREDIT_UNITS`).
     fn window(&self) -> usize {
-        self.config.pipeline.batches_in_flight
+        self.config.pipeline.batches_in_flight * CREDIT_UNITS
     }
 
     /// Starts the data path, downstream first, so every actor's downstream
@@ -211,7 +217,7 @@ impl Supervisor {
     fn start_children(&mut self, ctx: &mut Context<Self>) {
         let c = &self.config;
         let me = ctx.address().recipient::<ChildFailed>();
-        let credits = Arc::new(Semaphore::new(c.pipeline.batches_in_flight));
+        let credits = Arc::new(Semaphore::new(self.window()));
         let ck = CheckpointKeeper::new(
             self.pool.clone(),
             KeeperSettings {
@@ -227,9 +233,12 @@ impl Supervisor {
             ck.clone(),
             me.clone(),
             self.health.clone(),
-            Duration::from_secs(c.database.batch_timeout_secs),
-            c.pipeline.writers,
-            c.pipeline.max_record_bytes,
+            WriterSettings {
+                batch_timeout: Duration::from_secs(c.database.batch_timeout_secs),
+                writers: c.pipeline.writers,
+                max_record_bytes: c.pipeline.max_record_bytes,
+                batch_rows: c.pipeline.batch_rows,
+            },
         )
         .start();
         let validator = Validator::new(writer.clone(), me.clone()).start();
@@ -250,9 +259,10 @@ impl Supervisor {
                 incoming: c.paths.incoming.clone(),
                 stable_for: Duration::from_millis(c.pipeline.stable_for_ms),
                 rescan_interval: Duration::from_millis(c.pipeline.rescan_interval_ms),
-                // Enough files ahead to keep the window full of small files;
+                // Enough files ahead to keep the window full of small files
+                // (a small file's batch costs a small share of a credit);
                 // files beyond the open ones wait as small path entries.
-                files_in_flight: c.pipeline.batches_in_flight * 4,
+                files_in_flight: c.pipeline.batches_in_flight * 64,
             },
             ck.clone(),
             parser.clone(),
@@ -302,11 +312,13 @@ impl Supervisor {
     fn drain_poll(&mut self, ctx: &mut Context<Self>, deadline: Instant, last_log: Instant) {
         let Some(c) = &self.children else { return };
         let window = self.window();
-        let in_flight = window - c.credits.available_permits();
+        // Every unit back in the window = every batch committed (or dropped).
+        let units_out = window - c.credits.available_permits();
+        let in_flight = metrics().batches_in_flight.get();
         let ck = c.ck.clone();
         let fut = async move { ck.send(Pending).await.unwrap_or(0) };
         ctx.spawn(fut.into_actor(self).map(move |pending, act, ctx| {
-            if in_flight == 0 && pending == 0 {
+            if units_out == 0 && pending == 0 {
                 tracing::info!("drained: every batch in flight is committed");
                 act.finish(ctx, 0);
             } else if Instant::now() >= deadline {
@@ -365,18 +377,12 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         crate::actors::set_mailbox_capacity(self.config.pipeline.mailbox_capacity);
-        match signal_hook_tokio::Signals::new([SIGTERM, SIGINT]) {
-            Ok(signals) => {
-                ctx.add_stream(signals);
-            }
-            Err(e) => tracing::error!(error = %e, "cannot install signal handlers"),
+        if let Some(signals) = self.signals.take() {
+            ctx.add_stream(signals);
         }
         self.seek_leadership(ctx);
         ctx.run_interval(LOCK_CHECK, |act, ctx| act.check_leadership(ctx));
         ctx.run_interval(Duration::from_millis(100), |act, ctx| {
-            if let Some(c) = &act.children {
-                metrics().batches_in_flight.set((act.window() - c.credits.available_permits()) as i64);
-            }
             if act.until_idle {
                 act.idle_check(ctx);
             }

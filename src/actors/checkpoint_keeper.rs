@@ -17,6 +17,7 @@
 //! in the middle, the next claim of the same identity answers `Done` and
 //! redoes it, without reading a row again.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,11 +51,21 @@ pub struct CheckpointKeeper {
     watcher: Option<Recipient<FileFinished>>,
     /// Files whose after-commit disk work has not finished.
     pending: usize,
+    /// Files to mark done in the next round, and whether a round runs.
+    to_mark: Vec<Arc<FileTask>>,
+    marking: bool,
 }
 
 impl CheckpointKeeper {
     pub fn new(pool: Pool, settings: KeeperSettings) -> Self {
-        CheckpointKeeper { pool, settings: Arc::new(settings), watcher: None, pending: 0 }
+        CheckpointKeeper {
+            pool,
+            settings: Arc::new(settings),
+            watcher: None,
+            pending: 0,
+            to_mark: Vec::new(),
+            marking: false,
+        }
     }
 
     fn finished(&self, path: PathBuf, fingerprint: String, retry: bool) {
@@ -63,25 +74,77 @@ impl CheckpointKeeper {
         }
     }
 
-    /// Marks the file done (retrying while the database is away), then runs
-    /// the disk work.
+    /// Queues a file whose last batch is committed, to be marked done.
     fn complete(&mut self, file: Arc<FileTask>, ctx: &mut Context<Self>) {
         self.pending += 1;
+        self.to_mark.push(file);
+        self.mark_queued(ctx);
+    }
+
+    /// Marks every queued file done in one statement (many small files
+    /// finish at once), retrying while the database is away, then runs each
+    /// file's disk work. One round at a time; files queued meanwhile go in
+    /// the next round.
+    fn mark_queued(&mut self, ctx: &mut Context<Self>) {
+        if self.marking || self.to_mark.is_empty() {
+            return;
+        }
+        self.marking = true;
+        let files = std::mem::take(&mut self.to_mark);
         let pool = self.pool.clone();
-        let settings = self.settings.clone();
         let fut = async move {
+            let ids: Vec<i64> = files.iter().map(|f| f.file_id).collect();
             let mut delay = RETRY_BASE;
-            let rejected = loop {
-                match mark_done(&pool, file.file_id).await {
-                    Ok(r) => break r,
+            let done = loop {
+                match mark_many_done(&pool, &ids).await {
+                    Ok(done) => break done,
                     Err(e) if e.is_transient() => {
-                        tracing::warn!(file = %file.name, error = %e, "cannot mark file done yet; retrying");
+                        tracing::warn!(files = ids.len(), error = %e, "cannot mark files done yet; retrying");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(RETRY_CAP);
                     }
                     Err(e) => {
-                        tracing::error!(file = %file.name, error = %e, "cannot mark file done");
-                        return file;
+                        tracing::error!(files = ids.len(), error = %e, "cannot mark files done");
+                        break HashMap::new();
+                    }
+                }
+            };
+            (files, done)
+        };
+        ctx.spawn(fut.into_actor(self).map(|(files, done), act, ctx| {
+            act.marking = false;
+            for file in files {
+                let known = done.get(&file.file_id).copied();
+                act.finish(file, known, ctx);
+            }
+            act.mark_queued(ctx);
+        }));
+    }
+
+    /// The disk work of one file, once the statement said it is done (with
+    /// its rejected count); a file the statement did not mark is looked at
+    /// alone (`mark_done` says why, and parks it if its rows do not add up).
+    fn finish(&mut self, file: Arc<FileTask>, rejected: Option<i64>, ctx: &mut Context<Self>) {
+        let pool = self.pool.clone();
+        let settings = self.settings.clone();
+        let fut = async move {
+            let rejected = match rejected {
+                Some(r) => Some(r),
+                None => {
+                    let mut delay = RETRY_BASE;
+                    loop {
+                        match mark_done(&pool, file.file_id).await {
+                            Ok(r) => break r,
+                            Err(e) if e.is_transient() => {
+                                tracing::warn!(file = %file.name, error = %e, "cannot mark file done yet; retrying");
+                                tokio::time::sleep(delay).await;
+                                delay = (delay * 2).min(RETRY_CAP);
+                            }
+                            Err(e) => {
+                                tracing::error!(file = %file.name, error = %e, "cannot mark file done");
+                                break None;
+                            }
+                        }
                     }
                 }
             };
@@ -90,9 +153,20 @@ impl CheckpointKeeper {
         };
         ctx.spawn(fut.into_actor(self).map(|file, act, _| {
             act.pending -= 1;
+            tracing::debug!(file = %file.name, "file finished");
             act.finished(file.path.clone(), file.fingerprint.clone(), false);
         }));
     }
+}
+
+/// Marks the files done whose rows add up, in one statement; returns their
+/// rejected counts by id.
+async fn mark_many_done(pool: &Pool, ids: &[i64]) -> Result<HashMap<i64, i64>, DbError> {
+    let conn = pool.get().await.map_err(DbError::pool("mark done"))?;
+    let rows =
+        conn.query_typed(sql::MARK_MANY_DONE, &[(&ids, Type::INT8_ARRAY)]).await.map_err(DbError::pg("mark done"))?;
+    metrics().files_done.inc_by(rows.len() as u64);
+    Ok(rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1))).collect())
 }
 
 /// Returns the file's rejected count, once it is done. A file whose rows do

@@ -9,8 +9,9 @@
 //! - On restart: nothing is kept; files come again from the Watcher with
 //!   their committed offsets.
 //! - On drain: stops reading; batches already emitted flow on.
-//! - Backpressure: a batch is read only after a credit is taken from the
-//!   window, so a slow or stalled database stops the reading here.
+//! - Backpressure: a batch is read only after a full batch's credit is
+//!   taken from the window (what it did not use goes back once it is read),
+//!   so a slow or stalled database stops the reading here.
 //!
 //! Reading and parsing run on tokio's blocking pool: the actor thread also
 //! drives the database connections and must never block.
@@ -27,7 +28,7 @@ use crate::actors::validator::Validator;
 use crate::core::header::Header;
 use crate::core::reader::RecordReader;
 use crate::core::record::{RawRecord, RecordBatch};
-use crate::messages::{BatchEnd, ChildFailed, Credit, FileTask, ParsedBatch, ReadFile, StopReading};
+use crate::messages::{BatchEnd, ChildFailed, Credit, FileTask, ParsedBatch, ReadFile, StopReading, CREDIT_UNITS};
 
 const READ_BUFFER: usize = 256 * 1024;
 
@@ -105,8 +106,9 @@ impl Parser {
         let credits = self.credits.clone();
         let validator = self.validator.clone();
         let settings = self.settings.clone();
+        let (settings_rows, settings_bytes) = (settings.batch_rows, settings.batch_bytes);
         let fut = async move {
-            let Ok(permit) = credits.acquire_owned().await else {
+            let Ok(permit) = credits.acquire_many_owned(CREDIT_UNITS as u32).await else {
                 return Step::Stopped;
             };
             let mut credit = Credit::new(permit);
@@ -114,10 +116,11 @@ impl Parser {
             let parsed = tokio::task::spawn_blocking(move || read_batch(work, &settings)).await;
             let (msg, cursor) = match parsed {
                 Ok(Ok((cursor, batch))) => {
-                    credit.hold(batch.records.len());
+                    credit.settle(batch.records.len(), settings_rows, batch.records.bytes(), settings_bytes);
                     (batch.into_message(credit), cursor)
                 }
                 Ok(Err((task, error))) => {
+                    credit.settle(0, 1, 0, 1);
                     let park = is_permanent(&error);
                     let msg = ParsedBatch {
                         start_offset: task.offset,
@@ -140,6 +143,7 @@ impl Parser {
                     })
                 }
             };
+            tracing::debug!(file = %msg.file.name, rows = msg.records.len(), "batch read");
             if validator.send(msg).await.is_err() {
                 return Step::Stopped;
             }
@@ -328,11 +332,15 @@ fn open(task: Arc<FileTask>, settings: &ParserSettings) -> io::Result<Cursor> {
 fn stream(file: &File, gzip: bool) -> io::Result<Stream> {
     let mut f = file.try_clone()?;
     f.seek(SeekFrom::Start(0))?;
+    // A small file gets a small buffer: thousands of small files must not
+    // each cost a large allocation.
+    let size = f.metadata()?.len();
+    let cap = (size as usize).saturating_add(64).clamp(8 * 1024, READ_BUFFER);
     Ok(if gzip {
-        let inner = BufReader::with_capacity(READ_BUFFER, f);
+        let inner = BufReader::with_capacity(cap, f);
         Box::new(BufReader::with_capacity(READ_BUFFER, flate2::bufread::MultiGzDecoder::new(inner)))
     } else {
-        Box::new(BufReader::with_capacity(READ_BUFFER, f))
+        Box::new(BufReader::with_capacity(cap, f))
     })
 }
 

@@ -275,6 +275,7 @@ impl Watcher {
             act.claiming.remove(&path);
             match res {
                 Ok((Claim::Read(task), fp)) => {
+                    tracing::debug!(file = %task.name, "claimed");
                     act.in_flight.insert(path, fp.fingerprint);
                     let parser = act.parser.clone();
                     ctx.spawn(

@@ -18,7 +18,7 @@
 //! timeouts) are retried forever with capped, jittered backoff: an outage
 //! only pauses the pipeline. Anything else is reported to the Supervisor.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ use rand::RngExt;
 
 use crate::actors::checkpoint_keeper::CheckpointKeeper;
 use crate::actors::parser::read_range;
-use crate::db::write::{commit_batch, commit_isolated, connect, Outcome, Route, WriterConn};
+use crate::db::write::{commit_batch, commit_group, commit_isolated, connect, Outcome, Route, WriterConn};
 use crate::db::{sql, DbError, Pool};
 use crate::health::Health;
 use crate::messages::{BatchCommitted, BatchEnd, ChildFailed, Counts, FileId, ValidatedBatch};
@@ -37,6 +37,8 @@ const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Batches sent through staging after one met an id already stored, before
 /// the direct route is tried again.
 const STAGING_AFTER_CONFLICT: u32 = 8;
+/// Batches (of different files) committed in one transaction at most.
+const MAX_GROUP: usize = 256;
 
 /// Picks the route of the next batch: direct while ids keep being new.
 #[derive(Debug, Default, Clone, Copy)]
@@ -63,9 +65,23 @@ pub struct Writer {
     batch_timeout: Duration,
     /// For reading a refused batch again (`isolate`).
     max_record_bytes: usize,
+    /// Rows one transaction takes when it groups small files.
+    group_rows: u64,
     queue: VecDeque<ValidatedBatch>,
     lanes: Vec<Lane>,
     routes: RouteChooser,
+}
+
+/// The Writer's knobs, from the config.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    /// `database.batch_timeout_secs`.
+    pub batch_timeout: Duration,
+    /// `pipeline.writers`: connections.
+    pub writers: usize,
+    pub max_record_bytes: usize,
+    /// `pipeline.batch_rows`: rows one grouped transaction takes.
+    pub batch_rows: usize,
 }
 
 impl Writer {
@@ -74,40 +90,76 @@ impl Writer {
         ck: Addr<CheckpointKeeper>,
         supervisor: Recipient<ChildFailed>,
         health: Arc<Health>,
-        batch_timeout: Duration,
-        writers: usize,
-        max_record_bytes: usize,
+        settings: WriterSettings,
     ) -> Self {
         Writer {
             pool,
             ck,
             supervisor,
             health,
-            batch_timeout,
-            max_record_bytes,
+            batch_timeout: settings.batch_timeout,
+            max_record_bytes: settings.max_record_bytes,
+            group_rows: settings.batch_rows as u64,
             queue: VecDeque::new(),
-            lanes: (0..writers.max(1)).map(|_| Lane::default()).collect(),
+            lanes: (0..settings.writers.max(1)).map(|_| Lane::default()).collect(),
             routes: RouteChooser::default(),
         }
     }
 
     /// Starts a transaction on every idle connection that has work: the
     /// oldest queued batch of a file not being written on another
-    /// connection, so each file's batches commit in order.
+    /// connection (so each file's batches commit in order), joined by more
+    /// such batches of other files while they fit in one batch's rows — many
+    /// small files then cost one transaction, not one each.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         for lane in 0..self.lanes.len() {
-            if self.lanes[lane].file.is_some() {
+            if !self.lanes[lane].files.is_empty() {
                 continue;
             }
-            let busy: Vec<FileId> = self.lanes.iter().filter_map(|l| l.file).collect();
-            let Some(pos) = self.queue.iter().position(|b| !busy.contains(&b.file.file_id)) else { return };
-            let batch = self.queue.remove(pos).expect("position is in range");
-            self.start(lane, batch, ctx);
+            let group = self.take_group();
+            if group.is_empty() {
+                return;
+            }
+            self.start(lane, group, ctx);
         }
     }
 
-    fn start(&mut self, lane: usize, batch: ValidatedBatch, ctx: &mut Context<Self>) {
-        self.lanes[lane].file = Some(batch.file.file_id);
+    fn take_group(&mut self) -> Vec<ValidatedBatch> {
+        // Files whose next batch may not go now: being written on another
+        // lane, or skipped below (a later batch must not overtake it).
+        let mut blocked: HashSet<FileId> = self.lanes.iter().flat_map(|l| l.files.iter().copied()).collect();
+        let mut names: HashSet<String> = HashSet::new();
+        let mut group: Vec<ValidatedBatch> = Vec::new();
+        let mut rows = 0u64;
+        let mut i = 0;
+        while i < self.queue.len() && group.len() < MAX_GROUP {
+            let b = &self.queue[i];
+            let id = b.file.file_id;
+            let alone = matches!(b.end, BatchEnd::Abort { .. });
+            let fits = group.is_empty()
+                || (!alone
+                    && rows + b.rows <= self.group_rows
+                    && !names.contains(&b.file.name)
+                    && !matches!(group[0].end, BatchEnd::Abort { .. }));
+            if blocked.contains(&id) || !fits {
+                blocked.insert(id);
+                i += 1;
+                continue;
+            }
+            let b = self.queue.remove(i).expect("index is in range");
+            blocked.insert(id);
+            names.insert(b.file.name.clone());
+            rows += b.rows;
+            group.push(b);
+            if alone {
+                break;
+            }
+        }
+        group
+    }
+
+    fn start(&mut self, lane: usize, group: Vec<ValidatedBatch>, ctx: &mut Context<Self>) {
+        self.lanes[lane].files = group.iter().map(|b| b.file.file_id).collect();
         let pool = self.pool.clone();
         let ck = self.ck.clone();
         let health = self.health.clone();
@@ -116,20 +168,25 @@ impl Writer {
         let conn = self.lanes[lane].conn.take();
         let mut routes = self.routes;
         let fut = async move {
-            let (conn, result) =
-                write_with_retry(&pool, conn, &batch, timeout, max_record_bytes, &health, &mut routes).await;
+            let (conn, result) = if group.len() == 1 {
+                let (conn, r) =
+                    write_with_retry(&pool, conn, &group[0], timeout, max_record_bytes, &health, &mut routes).await;
+                (conn, r.map(|c| vec![c]).map_err(|e| (group[0].file.file_id, e)))
+            } else {
+                write_group(&pool, conn, &group, timeout, max_record_bytes, &health, &mut routes).await
+            };
             if let Ok(counts) = &result {
-                let _ =
-                    ck.send(BatchCommitted { file: batch.file.clone(), counts: *counts, end: batch.end.clone() }).await;
+                for (b, c) in group.iter().zip(counts) {
+                    let _ = ck.send(BatchCommitted { file: b.file.clone(), counts: *c, end: b.end.clone() }).await;
+                }
             }
-            // The batch, and with it its credit, is released here: after the
-            // CheckpointKeeper has it.
-            let file_id = batch.file.file_id;
-            drop(batch);
-            (conn, routes, result.map_err(|e| (file_id, e)))
+            // The batches, and with them their credits, are released here:
+            // after the CheckpointKeeper has them.
+            drop(group);
+            (conn, routes, result)
         };
         ctx.spawn(fut.into_actor(self).map(move |(conn, routes, result), act, ctx| {
-            act.lanes[lane] = Lane { conn, file: None };
+            act.lanes[lane] = Lane { conn, files: Vec::new() };
             // A heuristic shared by the lanes: the latest word wins.
             act.routes = routes;
             match result {
@@ -143,13 +200,99 @@ impl Writer {
     }
 }
 
-/// One writer connection and the file it is committing a batch of.
+/// One writer connection and the files it is committing batches of.
 #[derive(Default)]
 struct Lane {
     /// Taken out while a transaction runs, put back after (none after a
     /// failure: a connection that failed once is not trusted again).
     conn: Option<WriterConn>,
-    file: Option<FileId>,
+    files: Vec<FileId>,
+}
+
+/// Commits a group of batches of different files in one transaction,
+/// retrying transient failures. Anything else (a fence that does not match
+/// every file, a row the database refuses) falls back to committing the
+/// batches one by one, where each case is settled on its own.
+async fn write_group(
+    pool: &Pool,
+    mut conn: Option<WriterConn>,
+    group: &[ValidatedBatch],
+    timeout: Duration,
+    max_record_bytes: usize,
+    health: &Health,
+    routes: &mut RouteChooser,
+) -> (Option<WriterConn>, Result<Vec<Counts>, (FileId, DbError)>) {
+    let mut attempt: u32 = 0;
+    let mut route = routes.route();
+    loop {
+        let started = Instant::now();
+        let result = async {
+            if conn.is_none() {
+                conn = Some(
+                    tokio::time::timeout(timeout, connect(pool))
+                        .await
+                        .map_err(|_| DbError::Timeout { context: "writer connect", timeout })??,
+                );
+            }
+            let c = conn.as_mut().expect("connected just above");
+            match tokio::time::timeout(timeout, commit_group(c, group, route)).await {
+                Ok(r) => r,
+                Err(_) => Err(DbError::Timeout { context: "group transaction", timeout }),
+            }
+        }
+        .await;
+        match result {
+            Ok(Some(counts)) => {
+                health.set_db_ok(true);
+                let m = metrics();
+                m.batch_seconds.observe(started.elapsed().as_secs_f64());
+                for (b, c) in group.iter().zip(&counts) {
+                    m.batches.inc();
+                    m.rows_written.inc_by(c.written);
+                    m.rows_duplicate.inc_by(c.duplicate);
+                    m.rows_rejected.inc_by(c.rejected);
+                    for r in &b.rejects {
+                        m.rejects.with_label_values(&[r.reason.as_str()]).inc();
+                    }
+                }
+                if route == Route::Staging {
+                    routes.staging_left = routes.staging_left.saturating_sub(1);
+                }
+                return (conn, Ok(counts));
+            }
+            Ok(None) => {
+                // An id is already stored: through staging, now and for a while.
+                routes.staging_left = STAGING_AFTER_CONFLICT;
+                route = Route::Staging;
+            }
+            Err(e) if e.is_transient() => {
+                health.set_db_ok(false);
+                metrics().db_errors.inc();
+                if let (DbError::Timeout { .. }, Some(stale)) = (&e, conn.as_ref()) {
+                    terminate_backend(pool, stale.pid).await;
+                }
+                conn = None;
+                attempt = attempt.saturating_add(1);
+                let cap = BACKOFF_CAP.min(BACKOFF_BASE * 2u32.saturating_pow(attempt.min(16)));
+                let delay = crate::db::jitter(cap);
+                tracing::warn!(files = group.len(), error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "group not committed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => {
+                tracing::info!(files = group.len(), reason = %e, "committing the group's batches one by one");
+                let mut all = Vec::with_capacity(group.len());
+                for b in group {
+                    let (c, r) = write_with_retry(pool, conn, b, timeout, max_record_bytes, health, routes).await;
+                    conn = c;
+                    match r {
+                        Ok(counts) => all.push(counts),
+                        Err(e) => return (conn, Err((b.file.file_id, e))),
+                    }
+                }
+                return (conn, Ok(all));
+            }
+        }
+    }
 }
 
 /// Commits one batch, retrying transient failures until it succeeds. Returns

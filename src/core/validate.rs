@@ -465,9 +465,9 @@ mod tests {
         let e = stored(&[]);
         assert_eq!(e.event_id, Uuid::parse_str(UUID).unwrap());
         assert_eq!((e.event_type, e.user_id, e.product_id), ("view", "u1", "p1"));
-        assert_eq!((e.session_id.as_deref(), e.product_name.as_deref(), e.product_category.as_deref()), (Some("s1"), Some("Widget"), Some("tools")));
+        assert_eq!((e.session_id, e.product_name, e.product_category), (Some("s1"), Some("Widget"), Some("tools")));
         assert_eq!((e.price, e.quantity, e.event_timestamp), (Some(dec("9.99")), 2, ts("2026-11-22T10:15:30Z")));
-        assert_eq!((e.device_type, e.user_agent.as_deref()), (Some("mobile"), Some("Mozilla/5.0")));
+        assert_eq!((e.device_type, e.user_agent), (Some("mobile"), Some("Mozilla/5.0")));
     }
 
     #[test]
@@ -582,8 +582,8 @@ mod tests {
     #[rustfmt::skip]
     fn text_is_trimmed_of_spaces_and_tabs_only() {
         let e = stored(&[(UserId, " \tu 1\t "), (SessionId, "  "), (ProductName, "a, b"), (UserAgent, "\u{a0}x\u{a0}")]);
-        assert_eq!((e.user_id, e.session_id, e.product_name.as_deref()), ("u 1", None, Some("a, b")));
-        assert_eq!(e.user_agent.as_deref(), Some("\u{a0}x\u{a0}"));
+        assert_eq!((e.user_id, e.session_id, e.product_name), ("u 1", None, Some("a, b")));
+        assert_eq!(e.user_agent, Some("\u{a0}x\u{a0}"));
         assert_eq!(stored(&[(UserId, "\u{a0}")]).user_id, "\u{a0}");
         let e = stored(&[(ProductName, ""), (ProductCategory, ""), (UserAgent, "")]);
         assert_eq!((e.product_name, e.product_category, e.user_agent), (None, None, None));

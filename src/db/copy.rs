@@ -34,6 +34,21 @@ impl CopyPayload {
     pub fn rows(&self) -> u64 {
         self.rows
     }
+
+    /// One payload holding the rows of several.
+    pub fn concat<'a>(parts: impl IntoIterator<Item = &'a CopyPayload>) -> CopyPayload {
+        let mut buf = BytesMut::new();
+        buf.put_slice(HEADER);
+        let mut rows = 0;
+        for p in parts {
+            if p.rows > 0 {
+                buf.put_slice(&p.bytes[HEADER.len()..p.bytes.len() - 2]);
+                rows += p.rows;
+            }
+        }
+        buf.put_i16(-1);
+        CopyPayload { bytes: buf.freeze(), rows }
+    }
 }
 
 impl CopyEncoder {
@@ -122,5 +137,12 @@ mod tests {
         // uuid 16, "view" 4, "u" 1, "p" 1, quantity 4, timestamp 8, line 8,
         // "f.csv" 5; the six NULLs carry only their -1 length.
         assert_eq!(b.len(), HEADER.len() + 2 + 14 * 4 + 16 + 4 + 1 + 1 + 4 + 8 + 8 + 5 + 2);
+
+        let mut two = CopyEncoder::new(0);
+        two.push(&e, 2, "f.csv");
+        two.push(&e, 2, "f.csv");
+        let two = two.finish();
+        assert_eq!(CopyPayload::concat([&p, &CopyEncoder::new(0).finish(), &p]).bytes, two.bytes);
+        assert_eq!(CopyPayload::concat([&p, &p]).rows(), 2);
     }
 }

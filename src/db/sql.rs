@@ -51,6 +51,14 @@ pub const MERGE_STAGING: &str = "INSERT INTO ecommerce_events (event_id, event_t
     SELECT event_id, event_type, user_id, session_id, product_id, product_name, product_category, price, \
     quantity, event_timestamp, device_type, user_agent, source_line, source_file FROM ingestd_staging \
     ON CONFLICT (event_id) DO NOTHING";
+/// The merge for a group of files: rows written per file.
+pub const MERGE_STAGING_COUNTED: &str = "WITH ins AS (INSERT INTO ecommerce_events (event_id, event_type, \
+    user_id, session_id, product_id, product_name, product_category, price, quantity, event_timestamp, \
+    device_type, user_agent, source_line, source_file) \
+    SELECT event_id, event_type, user_id, session_id, product_id, product_name, product_category, price, \
+    quantity, event_timestamp, device_type, user_agent, source_line, source_file FROM ingestd_staging \
+    ON CONFLICT (event_id) DO NOTHING RETURNING source_file) \
+    SELECT source_file, count(*) FROM ins GROUP BY source_file";
 pub const COPY_REJECTS: &str = "COPY ingest_rejects (file_id, source_file, source_line, reason, detail, \
     raw_line, raw_truncated) FROM STDIN (FORMAT binary)";
 /// The checkpoint fence: advances only from the offset the batch starts at,
@@ -61,6 +69,15 @@ pub const ADVANCE_CHECKPOINT: &str = "UPDATE ingest_files SET committed_offset =
     rows_rejected = rows_rejected + $8, batches = batches + 1, state = 'in_progress', updated_at = now(), \
     header = COALESCE(header, $9) \
     WHERE id = $1 AND committed_offset = $2 AND state IN ('pending', 'in_progress')";
+/// The fence for a group of batches of different files, one statement:
+/// every file must match, or the caller rolls back.
+pub const ADVANCE_CHECKPOINTS: &str = "UPDATE ingest_files AS f SET committed_offset = v.end_offset, \
+    committed_line = v.end_line, rows_total = f.rows_total + v.rows, rows_written = f.rows_written + v.written, \
+    rows_duplicate = f.rows_duplicate + v.duplicate, rows_rejected = f.rows_rejected + v.rejected, \
+    batches = f.batches + 1, state = 'in_progress', updated_at = now(), header = COALESCE(f.header, v.header) \
+    FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[], \
+    $9::bytea[]) AS v(id, start_offset, end_offset, end_line, rows, written, duplicate, rejected, header) \
+    WHERE f.id = v.id AND f.committed_offset = v.start_offset AND f.state IN ('pending', 'in_progress')";
 pub const READ_CHECKPOINT: &str = "SELECT committed_offset, state FROM ingest_files WHERE id = $1";
 
 /// Registers an identity, or finds it. The no-op update makes RETURNING
@@ -75,6 +92,11 @@ pub const MARK_DONE: &str = "UPDATE ingest_files SET state = 'done', finished_at
     WHERE id = $1 AND state IN ('pending', 'in_progress') \
     AND rows_total = rows_written + rows_duplicate + rows_rejected \
     RETURNING rows_total, rows_written, rows_duplicate, rows_rejected";
+/// The same for many files at once; returns the ones it marked.
+pub const MARK_MANY_DONE: &str = "UPDATE ingest_files SET state = 'done', finished_at = now(), updated_at = now() \
+    WHERE id = ANY($1) AND state IN ('pending', 'in_progress') \
+    AND rows_total = rows_written + rows_duplicate + rows_rejected \
+    RETURNING id, rows_rejected";
 pub const FILE_STATE: &str = "SELECT state, rows_total, rows_written, rows_duplicate, rows_rejected \
     FROM ingest_files WHERE id = $1";
 pub const RECORD_FAILURE: &str = "UPDATE ingest_files SET attempts = attempts + 1, error = $2, \

@@ -7,7 +7,7 @@
 //! COMMIT's outcome is unknown (connection lost while it was in flight), the
 //! replay's fence tells: it matches no row when the batch did commit.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::pin::pin;
 
 use bytes::Bytes;
@@ -21,7 +21,7 @@ use crate::core::event::Event;
 use crate::core::reason::RejectReason;
 use crate::core::record::RawRecord;
 use crate::core::validate::validate;
-use crate::db::copy::CopyEncoder;
+use crate::db::copy::{CopyEncoder, CopyPayload};
 use crate::db::{sql, DbError, Pool};
 use crate::messages::{Counts, FileTask, RejectRow, ValidatedBatch};
 
@@ -41,7 +41,9 @@ struct Statements {
     copy_staging: Statement,
     copy_rejects: Statement,
     merge: Statement,
+    merge_counted: Statement,
     advance: Statement,
+    advance_many: Statement,
 }
 
 impl Statements {
@@ -51,7 +53,9 @@ impl Statements {
             copy_staging: client.prepare(sql::COPY_STAGING).await?,
             copy_rejects: client.prepare(sql::COPY_REJECTS).await?,
             merge: client.prepare(sql::MERGE_STAGING).await?,
+            merge_counted: client.prepare(sql::MERGE_STAGING_COUNTED).await?,
             advance: client.prepare(sql::ADVANCE_CHECKPOINT).await?,
+            advance_many: client.prepare(sql::ADVANCE_CHECKPOINTS).await?,
         })
     }
 }
@@ -142,20 +146,117 @@ async fn copy_rejects(
     file: &FileTask,
     rejects: &[RejectRow],
 ) -> Result<(), DbError> {
-    if rejects.is_empty() {
+    copy_rejects_of(tx, st, &[(file, rejects)]).await
+}
+
+/// One COPY for the rejects of several files.
+async fn copy_rejects_of(
+    tx: &Transaction<'_>,
+    st: &Statements,
+    files: &[(&FileTask, &[RejectRow])],
+) -> Result<(), DbError> {
+    if files.iter().all(|(_, r)| r.is_empty()) {
         return Ok(());
     }
     let sink = tx.copy_in(&st.copy_rejects).await.map_err(DbError::pg("copy rejects"))?;
     let mut w = pin!(BinaryCopyInWriter::new(sink, &REJECT_TYPES));
-    for r in rejects {
-        let line = r.line as i64;
-        let reason = r.reason.as_str();
-        let values: [&(dyn ToSql + Sync); 7] =
-            [&file.file_id, &file.name, &line, &reason, &r.detail, &r.raw, &r.raw_truncated];
-        w.as_mut().write(&values).await.map_err(DbError::pg("copy rejects"))?;
+    for (file, rejects) in files {
+        for r in *rejects {
+            let line = r.line as i64;
+            let reason = r.reason.as_str();
+            let values: [&(dyn ToSql + Sync); 7] =
+                [&file.file_id, &file.name, &line, &reason, &r.detail, &r.raw, &r.raw_truncated];
+            w.as_mut().write(&values).await.map_err(DbError::pg("copy rejects"))?;
+        }
     }
     w.finish().await.map_err(DbError::pg("copy rejects"))?;
     Ok(())
+}
+
+/// Commits batches of different files (a group of small files) in one
+/// transaction: one COPY for all their events, one for their rejects, one
+/// fence statement for all their checkpoints. `Ok(None)`: the direct route
+/// met an id already stored (nothing committed; redo through staging).
+/// A fence that does not match every file rolls back with
+/// `DbError::GroupFence`: the caller commits the batches one by one, where
+/// each fence is settled on its own.
+pub async fn commit_group(
+    conn: &mut WriterConn,
+    group: &[ValidatedBatch],
+    route: Route,
+) -> Result<Option<Vec<Counts>>, DbError> {
+    let st = &conn.stmts;
+    let tx = conn.client.transaction().await.map_err(DbError::pg("begin"))?;
+    let payload = CopyPayload::concat(group.iter().map(|b| &b.events));
+    let mut written: HashMap<&str, u64> = HashMap::new();
+    if payload.rows() > 0 {
+        match route {
+            Route::Direct => match copy_payload(&tx, &st.copy_events, payload.bytes).await {
+                Ok(_) => {
+                    for b in group {
+                        written.insert(&b.file.name, b.events.rows());
+                    }
+                }
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    tx.rollback().await.map_err(DbError::pg("rollback"))?;
+                    return Ok(None);
+                }
+                Err(e) => return Err(DbError::pg("copy events")(e)),
+            },
+            Route::Staging => {
+                copy_payload(&tx, &st.copy_staging, payload.bytes).await.map_err(DbError::pg("copy events"))?;
+                for row in tx.query(&st.merge_counted, &[]).await.map_err(DbError::pg("merge events"))? {
+                    let name: &str = row.get(0);
+                    let n: i64 = row.get(1);
+                    if let Some(b) = group.iter().find(|b| b.file.name == name) {
+                        written.insert(&b.file.name, n as u64);
+                    }
+                }
+            }
+        }
+    }
+    let rejects: Vec<(&FileTask, &[RejectRow])> = group.iter().map(|b| (&*b.file, &b.rejects[..])).collect();
+    copy_rejects_of(&tx, st, &rejects).await?;
+    let counts: Vec<Counts> = group
+        .iter()
+        .map(|b| {
+            let w = written.get(b.file.name.as_str()).copied().unwrap_or(0);
+            Counts {
+                rows: b.rows,
+                written: w,
+                duplicate: b.events.rows() - w + b.batch_duplicates,
+                rejected: b.rejects.len() as u64,
+            }
+        })
+        .collect();
+    let col = |f: &dyn Fn(&ValidatedBatch, &Counts) -> i64| -> Vec<i64> {
+        group.iter().zip(&counts).map(|(b, c)| f(b, c)).collect()
+    };
+    let headers: Vec<&[u8]> = group.iter().map(|b| b.header.raw()).collect();
+    let advanced = tx
+        .execute(
+            &st.advance_many,
+            &[
+                &col(&|b, _| b.file.file_id),
+                &col(&|b, _| b.start_offset as i64),
+                &col(&|b, _| b.end_offset as i64),
+                &col(&|b, _| b.end_line as i64),
+                &col(&|_, c| c.rows as i64),
+                &col(&|_, c| c.written as i64),
+                &col(&|_, c| c.duplicate as i64),
+                &col(&|_, c| c.rejected as i64),
+                &headers,
+            ],
+        )
+        .await
+        .map_err(DbError::pg("advance checkpoints"))?;
+    if advanced != group.len() as u64 {
+        tx.rollback().await.map_err(DbError::pg("rollback"))?;
+        return Err(DbError::GroupFence);
+    }
+    crate::failpoints::hit("before_commit", &group[0].file.name);
+    tx.commit().await.map_err(DbError::pg("commit"))?;
+    Ok(Some(counts))
 }
 
 /// Advances the checkpoint (the fence) and commits. `false`: the fence

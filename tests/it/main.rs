@@ -11,5 +11,6 @@ mod fsfaults;
 mod pgfaults;
 mod props;
 mod replay;
+mod rootfaults;
 mod schema;
 mod startup;
