@@ -302,12 +302,12 @@ fn open(task: Arc<FileTask>, settings: &ParserSettings) -> io::Result<Cursor> {
     }
     let mut reader = RecordReader::new(stream(&file, task.gzip)?, 0, 1, settings.max_record_bytes);
     let mut header_rec = RawRecord::default();
-    reader.read_header(&mut header_rec)?;
+    let has_header = reader.read_header(&mut header_rec)?;
     let header = Arc::new(Header::parse(&header_rec));
     if header.extra_columns() > 0 {
         tracing::info!(file = %task.name, extra_columns = header.extra_columns(), "ignoring unknown columns");
     }
-    if let Some(problem) = header.problem() {
+    if let (true, Some(problem)) = (has_header, header.problem()) {
         tracing::warn!(file = %task.name, %problem, "every row of this file is missing_column");
     }
     if task.offset > reader.offset() {

@@ -81,8 +81,13 @@ pub const ADVANCE_CHECKPOINTS: &str = "UPDATE ingest_files AS f SET committed_of
 pub const READ_CHECKPOINT: &str = "SELECT committed_offset, state FROM ingest_files WHERE id = $1";
 
 /// Registers an identity, or finds it. The no-op update makes RETURNING
-/// answer for an existing row too.
-pub const CLAIM_FILE: &str = "INSERT INTO ingest_files (path, file_name, fingerprint, size) \
+/// answer for an existing row too. An unfinished older identity of the same
+/// path can never be finished (its content is gone: the file changed while
+/// it was read): it is parked as superseded, keeping what it committed.
+pub const CLAIM_FILE: &str = "WITH superseded AS (UPDATE ingest_files SET state = 'failed', \
+    error = 'superseded: the file changed before it was finished', updated_at = now() \
+    WHERE path = $1 AND fingerprint <> $3 AND state IN ('pending', 'in_progress')) \
+    INSERT INTO ingest_files (path, file_name, fingerprint, size) \
     VALUES ($1, $2, $3, $4) \
     ON CONFLICT (path, fingerprint) DO UPDATE SET updated_at = now() \
     RETURNING id, state, committed_offset, committed_line";

@@ -600,7 +600,15 @@ fn file_truncated_while_read() {
     assert_eq!(old.fingerprint, fingerprint_of(content.as_bytes()));
     let r1 = old.file.rows;
     assert!(r1 > 0 && r1 % BATCH == 0, "{old:?}");
-    assert_eq!(counts(&old.file), (r1, r1, 0, 0, "in_progress"));
+    // It can never be finished (its content is gone): parked as superseded,
+    // keeping what it committed.
+    assert_eq!(counts(&old.file), (r1, r1, 0, 0, "failed"));
+    let error: String = db
+        .client()
+        .query_one("SELECT error FROM ingest_files WHERE fingerprint = $1", &[&old.fingerprint])
+        .unwrap()
+        .get(0);
+    assert!(error.starts_with("superseded"), "{error}");
     eprintln!("truncated while read: {r1} rows committed before, {whole_rows} whole rows + 1 torn after");
     assert_eq!(old.file.offset as usize, offset_after_lines(&content, r1 as usize + 1));
     // The truncated file, in full.
