@@ -230,6 +230,21 @@ async fn finish_on_disk(pool: &Pool, settings: &KeeperSettings, file: &FileTask,
 /// gets the fingerprint in its name instead of overwriting it.
 async fn write_rejects_file(pool: &Pool, settings: &KeeperSettings, file: &FileTask) -> Result<(), String> {
     let tmp = settings.bad_records.join(format!(".{}.{}.rejects.tmp", file.name, std::process::id()));
+    let result = write_rejects_to(pool, settings, file, &tmp).await;
+    if result.is_err() {
+        // A partial temp file would keep a full disk full until the retry.
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
+}
+
+async fn write_rejects_to(
+    pool: &Pool,
+    settings: &KeeperSettings,
+    file: &FileTask,
+    tmp: &std::path::Path,
+) -> Result<(), String> {
+    let tmp = tmp.to_path_buf();
     let tmp_path = tmp.clone();
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp_path)?;
