@@ -14,6 +14,10 @@
 //!   rejects file, no move yet), `before_move` (rejects file written).
 //! - `sleep_at=NAME:MS`: sleeps MS milliseconds at point NAME (only
 //!   `parser_batch` runs on a thread that may block).
+//! - `fail_once=NAME:FILE`: the first time point NAME is reached for a file
+//!   whose name contains FILE, the operation reports a failure. Point
+//!   `lost_commit_ack`: a batch's COMMIT succeeded but the Writer is told
+//!   the connection failed (an ambiguous commit).
 
 #[cfg(debug_assertions)]
 fn entries() -> &'static [(String, String)] {
@@ -53,6 +57,27 @@ pub fn hit(_point: &str, _file: &str) {
             _ => {}
         }
     }
+}
+
+/// Whether a `fail_once` entry fires here (once per process).
+#[inline]
+pub fn fail_once(_point: &str, _file: &str) -> bool {
+    #[cfg(debug_assertions)]
+    for (k, v) in entries() {
+        if k == "fail_once" {
+            if let Some((p, f)) = v.split_once(':') {
+                if p == _point && _file.contains(f) {
+                    use std::sync::atomic::{AtomicBool, Ordering};
+                    static FIRED: AtomicBool = AtomicBool::new(false);
+                    if !FIRED.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(point = _point, file = _file, "failpoint: failing once");
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+    false
 }
 
 /// Called by the Validator for each row.

@@ -61,6 +61,12 @@ impl DbError {
         }
     }
 
+    /// A unique key refused a row: for the Writer, a sign that the batch was
+    /// already committed.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, DbError::Pg { source, .. } if source.code() == Some(&SqlState::UNIQUE_VIOLATION))
+    }
+
     /// The database refused the data itself (a value the validator passed
     /// but the schema does not accept).
     pub fn is_data_error(&self) -> bool {

@@ -125,7 +125,15 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch, route: Rout
             }
         }
     }
-    copy_rejects(&tx, st, file, &b.rejects).await?;
+    if let Err(e) = copy_rejects(&tx, st, file, &b.rejects).await {
+        if !e.is_unique_violation() {
+            return Err(e);
+        }
+        // A reject of this batch is stored already: the batch was committed
+        // before (its COMMIT's answer was lost). The checkpoint tells.
+        tx.rollback().await.map_err(DbError::pg("rollback"))?;
+        return fence_missed(&conn.client, b).await.map(Some);
+    }
     let counts = Counts {
         rows: b.rows,
         written,
@@ -216,7 +224,14 @@ pub async fn commit_group(
         }
     }
     let rejects: Vec<(&FileTask, &[RejectRow])> = group.iter().map(|b| (&*b.file, &b.rejects[..])).collect();
-    copy_rejects_of(&tx, st, &rejects).await?;
+    if let Err(e) = copy_rejects_of(&tx, st, &rejects).await {
+        if !e.is_unique_violation() {
+            return Err(e);
+        }
+        // Some batch of the group was committed before: settle one by one.
+        tx.rollback().await.map_err(DbError::pg("rollback"))?;
+        return Err(DbError::GroupFence);
+    }
     let counts: Vec<Counts> = group
         .iter()
         .map(|b| {
@@ -293,6 +308,12 @@ async fn advance_and_commit(
     crate::failpoints::hit("before_commit", &b.file.name);
     tx.commit().await.map_err(DbError::pg("commit"))?;
     crate::failpoints::hit("after_commit", &b.file.name);
+    if crate::failpoints::fail_once("lost_commit_ack", &b.file.name) {
+        return Err(DbError::Timeout {
+            context: "commit (failpoint: acknowledgement lost)",
+            timeout: Default::default(),
+        });
+    }
     Ok(true)
 }
 
@@ -398,7 +419,13 @@ pub async fn commit_isolated(
         }
     }
     rejects.sort_by_key(|r| r.line);
-    copy_rejects(&tx, st, file, &rejects).await?;
+    if let Err(e) = copy_rejects(&tx, st, file, &rejects).await {
+        if !e.is_unique_violation() {
+            return Err(e);
+        }
+        tx.rollback().await.map_err(DbError::pg("rollback"))?;
+        return Ok((fence_missed(&conn.client, b).await?, 0));
+    }
     let counts = Counts {
         rows: b.rows,
         written,

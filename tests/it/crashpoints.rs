@@ -94,3 +94,27 @@ fn exit_before_move_moves_without_writing_rejects_twice() {
         assert!(path_exists(&d.bad_records().join("f.csv.rejects.csv")));
     });
 }
+
+/// P4: the COMMIT went through but its answer was lost (the connection died
+/// after COMMIT was sent). The Writer must not guess: it replays, the
+/// replay's checkpoint fence finds the batch already committed, and nothing
+/// is written twice.
+#[test]
+fn lost_commit_acknowledgement_is_settled_by_the_checkpoint() {
+    let db = TestDb::new();
+    let mut d = Daemon::new(&db);
+    d.set("INGESTD_PIPELINE__BATCH_ROWS", "400");
+    d.set("INGESTD_FAILPOINTS", "fail_once=lost_commit_ack:f.csv");
+    let (text, written, dup, bad) = content();
+    d.drop_file("f.csv", text.as_bytes());
+    assert!(d.run_until_idle(Duration::from_secs(60)).success(), "log:\n{}", d.log());
+    let log = d.log();
+    assert!(log.contains("failpoint: failing once"), "the failpoint must fire; log:\n{log}");
+    assert!(log.contains("already committed"), "the replay must find the batch committed; log:\n{log}");
+    let f = &db.files()["f.csv"];
+    assert_eq!((f.rows, f.written, f.duplicate, f.rejected, f.state.as_str()), (1200, written, dup, bad, "done"));
+    assert_eq!(db.scalar("SELECT count(*) FROM ecommerce_events"), written);
+    assert_eq!(db.scalar("SELECT count(*) FROM ingest_rejects"), bad);
+    // 3 full batches and the empty one that finds the end: each once.
+    assert_eq!(db.scalar("SELECT sum(batches)::int8 FROM ingest_files"), 4, "each batch counted once");
+}
