@@ -8,6 +8,7 @@ mod crashpoints;
 mod e2e;
 mod faults;
 mod fsfaults;
+mod morefaults;
 mod pgfaults;
 mod props;
 mod replay;
