@@ -20,8 +20,8 @@
 //! 1-3; BENCH_LATENCY_SECS (30); BENCH_SKIP (comma list of: dirty, latency,
 //! scaling, startup); any INGESTD_* setting is passed on to the daemon.
 
-// Children are reaped by `wait4` in `wait_rss` (for their peak RSS), which
-// clippy cannot see.
+// Children are reaped by `waitpid` in `wait_rss` (after their peak RSS is
+// read), which clippy cannot see.
 #![allow(clippy::zombie_processes)]
 
 use std::path::{Path, PathBuf};
@@ -83,14 +83,29 @@ fn daemon(url: &str, work: &Path, args: &[&str]) -> Child {
         .expect("spawn ingestd")
 }
 
-/// Waits for the child; returns its peak RSS in KiB (from wait4's rusage).
+/// Waits for the child; returns its peak RSS in KiB: `VmHWM` of its own
+/// address space, read until it exits. (wait4's ru_maxrss would also count
+/// this process's memory at fork time, before exec.)
 fn wait_rss(child: &Child) -> i64 {
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "ingestd failed: status {status}");
-    usage.ru_maxrss
+    let mut peak = 0i64;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
+            if let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+            {
+                peak = peak.max(kib);
+            }
+        }
+        let mut status = 0;
+        let pid = unsafe { libc::waitpid(child.id() as i32, &mut status, libc::WNOHANG) };
+        if pid == child.id() as i32 {
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "ingestd failed: status {status}");
+            return peak;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Runs the daemon to idle on a copy of `files`; returns (seconds, peak RSS KiB).

@@ -91,15 +91,20 @@ pub struct FileTask {
     pub line: u64,
 }
 
-/// Watcher → CheckpointKeeper: a stable candidate file, identified.
-#[derive(Message)]
-#[rtype(result = "Result<Claim, DbError>")]
+/// A stable candidate file, identified.
+#[derive(Debug, Clone)]
 pub struct ClaimFile {
     pub path: PathBuf,
     pub name: String,
     pub fingerprint: String,
     pub size: u64,
 }
+
+/// Watcher → CheckpointKeeper: files to register (or find); answers a
+/// `Claim` per file, in the same order.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Claim>, DbError>")]
+pub struct ClaimFiles(pub Vec<ClaimFile>);
 
 #[derive(Debug)]
 pub enum Claim {

@@ -29,7 +29,7 @@ use tokio_postgres::types::Type;
 
 use crate::config::AfterCommit;
 use crate::db::{sql, DbError, Pool};
-use crate::messages::{BatchCommitted, BatchEnd, Claim, ClaimFile, FileFinished, FileTask, RecordFailure};
+use crate::messages::{BatchCommitted, BatchEnd, Claim, ClaimFiles, FileFinished, FileTask, RecordFailure};
 use crate::metrics::metrics;
 
 /// Rejects fetched per query when writing a rejects file.
@@ -113,6 +113,7 @@ impl CheckpointKeeper {
         };
         ctx.spawn(fut.into_actor(self).map(|(files, done), act, ctx| {
             act.marking = false;
+            tracing::debug!(files = files.len(), "marked done");
             for file in files {
                 let known = done.get(&file.file_id).copied();
                 act.finish(file, known, ctx);
@@ -397,55 +398,69 @@ impl Handler<Pending> for CheckpointKeeper {
     }
 }
 
-impl Handler<ClaimFile> for CheckpointKeeper {
-    type Result = ResponseActFuture<Self, Result<Claim, DbError>>;
+impl Handler<ClaimFiles> for CheckpointKeeper {
+    type Result = ResponseActFuture<Self, Result<Vec<Claim>, DbError>>;
 
-    fn handle(&mut self, msg: ClaimFile, _: &mut Context<Self>) -> Self::Result {
+    /// Registers (or finds) several identities in one statement, in the
+    /// order asked: thousands of small files must not cost a transaction
+    /// each.
+    fn handle(&mut self, msg: ClaimFiles, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
         let settings = self.settings.clone();
         let fut = async move {
-            let conn = pool.get().await.map_err(DbError::pool("claim file"))?;
-            let path = msg.path.to_string_lossy().into_owned();
-            let row = conn
-                .query_typed_one(
-                    sql::CLAIM_FILE,
+            let files = msg.0;
+            let conn = pool.get().await.map_err(DbError::pool("claim files"))?;
+            let paths: Vec<String> = files.iter().map(|f| f.path.to_string_lossy().into_owned()).collect();
+            let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+            let fingerprints: Vec<&str> = files.iter().map(|f| f.fingerprint.as_str()).collect();
+            let sizes: Vec<i64> = files.iter().map(|f| f.size as i64).collect();
+            let rows = conn
+                .query_typed(
+                    sql::CLAIM_FILES,
                     &[
-                        (&path, Type::TEXT),
-                        (&msg.name, Type::TEXT),
-                        (&msg.fingerprint, Type::TEXT),
-                        (&(msg.size as i64), Type::INT8),
+                        (&paths, Type::TEXT_ARRAY),
+                        (&names, Type::TEXT_ARRAY),
+                        (&fingerprints, Type::TEXT_ARRAY),
+                        (&sizes, Type::INT8_ARRAY),
                     ],
                 )
                 .await
-                .map_err(DbError::pg("claim file"))?;
-            let state: String = row.get(1);
-            let task = FileTask {
-                file_id: row.get(0),
-                gzip: msg.name.to_ascii_lowercase().ends_with(".gz"),
-                path: msg.path,
-                name: msg.name,
-                fingerprint: msg.fingerprint,
-                size: msg.size,
-                offset: row.get::<_, i64>(2) as u64,
-                line: row.get::<_, i64>(3) as u64,
-            };
-            Ok(match state.as_str() {
-                "done" => {
-                    // Seen again: the rows are in; only the disk work may be
-                    // missing (we died after the commit, or the same content
-                    // was dropped again).
-                    let rejected = conn
-                        .query_one(sql::FILE_STATE, &[&task.file_id])
-                        .await
-                        .map_err(DbError::pg("claim file"))?
-                        .get::<_, i64>(4);
-                    drop(conn);
-                    finish_on_disk(&pool, &settings, &task, Some(rejected)).await;
-                    Claim::Done
-                }
-                "failed" => Claim::Parked,
-                _ => Claim::Read(task),
-            })
+                .map_err(DbError::pg("claim files"))?;
+            // (path, fingerprint) → (id, state, offset, line, rejected)
+            let mut found: HashMap<(String, String), (i64, String, i64, i64, i64)> = rows
+                .iter()
+                .map(|r| ((r.get(1), r.get(2)), (r.get(0), r.get(3), r.get(4), r.get(5), r.get(6))))
+                .collect();
+            drop(conn);
+            let mut claims = Vec::with_capacity(files.len());
+            for (f, path) in files.into_iter().zip(paths) {
+                let Some((file_id, state, offset, line, rejected)) = found.remove(&(path, f.fingerprint.clone()))
+                else {
+                    return Err(DbError::Claim(f.name));
+                };
+                let task = FileTask {
+                    file_id,
+                    gzip: f.name.to_ascii_lowercase().ends_with(".gz"),
+                    path: f.path,
+                    name: f.name,
+                    fingerprint: f.fingerprint,
+                    size: f.size,
+                    offset: offset as u64,
+                    line: line as u64,
+                };
+                claims.push(match state.as_str() {
+                    "done" => {
+                        // Seen again: the rows are in; only the disk work may
+                        // be missing (we died after the commit, or the same
+                        // content was dropped again).
+                        finish_on_disk(&pool, &settings, &task, Some(rejected)).await;
+                        Claim::Done
+                    }
+                    "failed" => Claim::Parked,
+                    _ => Claim::Read(task),
+                });
+            }
+            Ok(claims)
         };
         Box::pin(fut.into_actor(self))
     }

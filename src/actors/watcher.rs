@@ -3,7 +3,8 @@
 //!
 //! - Receives: notify hints (from notify's thread, via `try_send`),
 //!   `FileFinished` (CheckpointKeeper), `StopIntake`, `IsIdle` (Supervisor).
-//! - Emits: `ClaimFile` to the CheckpointKeeper, `ReadFile` to the Parser.
+//! - Emits: `ClaimFiles` to the CheckpointKeeper (up to 128 files a
+//!   request, one request at a time), `ReadFile` to the Parser.
 //! - State: candidates and how long they have held still; stable files
 //!   waiting for a slot (in name order); files in flight;
 //!   a cache of finished identities so a rescan does not hash them again.
@@ -30,11 +31,13 @@ use notify::{EventKind, RecursiveMode, Watcher as _};
 
 use crate::actors::checkpoint_keeper::CheckpointKeeper;
 use crate::actors::parser::Parser;
-use crate::messages::{Claim, ClaimFile, FileFinished, IsIdle, ReadFile, StopIntake};
+use crate::messages::{Claim, ClaimFile, ClaimFiles, FileFinished, IsIdle, ReadFile, StopIntake};
 use crate::metrics::metrics;
 
 /// How often candidates are re-checked for stability.
 const TICK: Duration = Duration::from_millis(50);
+/// Files claimed in one request at most.
+const CLAIM_BATCH: usize = 128;
 /// Bytes hashed for the fingerprint.
 const FINGERPRINT_BYTES: usize = 64 * 1024;
 
@@ -85,6 +88,8 @@ pub struct Watcher {
     rescan_needed: Arc<AtomicBool>,
     scanning: bool,
     statting: bool,
+    /// A claim round is under way.
+    claim_busy: bool,
     /// A file finished or a hint arrived since the last full scan began.
     dirty: bool,
     scans_completed: u64,
@@ -109,6 +114,7 @@ impl Watcher {
             rescan_needed: Arc::new(AtomicBool::new(false)),
             scanning: false,
             statting: false,
+            claim_busy: false,
             dirty: true,
             scans_completed: 0,
             last_scan: Instant::now(),
@@ -243,69 +249,119 @@ impl Watcher {
         if self.intake_stopped {
             return;
         }
+        if self.claim_busy {
+            return;
+        }
         // Name order gives producers' files a predictable order.
-        while self.in_flight.len() + self.claiming.len() < self.settings.files_in_flight {
+        let mut picked = Vec::new();
+        while self.in_flight.len() + self.claiming.len() < self.settings.files_in_flight && picked.len() < CLAIM_BATCH {
             let Some((path, stat)) = self.ready.pop_first() else { break };
             self.claiming.insert(path.clone());
-            self.claim(path, stat, ctx);
+            picked.push((path, stat));
+        }
+        if !picked.is_empty() {
+            self.claim(picked, ctx);
         }
     }
 
-    fn claim(&mut self, path: PathBuf, stat: Stat, ctx: &mut Context<Self>) {
+    /// Identifies the files and claims them in one request: one round at a
+    /// time, so many ready files share one statement.
+    fn claim(&mut self, picked: Vec<(PathBuf, Stat)>, ctx: &mut Context<Self>) {
+        self.claim_busy = true;
         let ck = self.ck.clone();
         let fut = async move {
-            let (p, s) = (path.clone(), stat.clone());
-            let fp = tokio::task::spawn_blocking(move || fingerprint(&p, &s)).await;
-            let fp = match fp {
-                Ok(Ok(fp)) => fp,
-                Ok(Err(e)) => return (path, stat, Err(e.to_string())),
-                Err(e) => return (path, stat, Err(e.to_string())),
-            };
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let res = ck
-                .send(ClaimFile { path: path.clone(), name, fingerprint: fp.fingerprint.clone(), size: fp.stat.size })
-                .await;
-            match res {
-                Ok(Ok(claim)) => (path, stat, Ok((claim, fp))),
-                Ok(Err(e)) => (path, stat, Err(e.to_string())),
-                Err(e) => (path, stat, Err(e.to_string())),
+            let identified = tokio::task::spawn_blocking(move || {
+                picked
+                    .into_iter()
+                    .map(|(p, s)| {
+                        let fp = fingerprint(&p, &s);
+                        (p, s, fp)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            let mut outcomes = Vec::with_capacity(identified.len());
+            let mut asked = Vec::new();
+            for (path, stat, fp) in identified {
+                match fp {
+                    Ok(fp) => asked.push((path, stat, fp)),
+                    Err(e) => outcomes.push((path, stat, Err(e.to_string()))),
+                }
             }
-        };
-        ctx.spawn(fut.into_actor(self).map(|(path, stat, res), act, ctx| {
-            act.claiming.remove(&path);
-            match res {
-                Ok((Claim::Read(task), fp)) => {
-                    tracing::debug!(file = %task.name, "claimed");
-                    act.in_flight.insert(path, fp.fingerprint);
-                    let parser = act.parser.clone();
-                    ctx.spawn(
-                        async move {
-                            if let Err(e) = parser.send(ReadFile(task)).await {
-                                tracing::warn!(error = %e, "parser unavailable");
-                            }
-                        }
-                        .into_actor(act),
-                    );
-                }
-                Ok((Claim::Done, fp)) | Ok((Claim::Parked, fp)) => {
-                    act.finished.insert(path, fp.stat);
-                }
-                Err(e) => {
-                    if std::fs::symlink_metadata(&path).is_err() {
-                        // Gone meanwhile (e.g. a stale scan entry of a file
-                        // already finished and moved): nothing to do.
-                        tracing::debug!(file = %path.display(), "file vanished before it was claimed");
-                    } else {
-                        // Unreadable (permission) or database down: looked
-                        // at again on the next rescan, never marked done.
-                        metrics().watch_errors.inc();
-                        tracing::warn!(file = %path.display(), error = %e, "cannot claim file; will retry");
-                        act.erroring.insert(path, stat);
+            if asked.is_empty() {
+                return outcomes;
+            }
+            let request = ClaimFiles(
+                asked
+                    .iter()
+                    .map(|(path, _, fp)| ClaimFile {
+                        path: path.clone(),
+                        name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                        fingerprint: fp.fingerprint.clone(),
+                        size: fp.stat.size,
+                    })
+                    .collect(),
+            );
+            match ck.send(request).await {
+                Ok(Ok(claims)) => {
+                    for ((path, stat, fp), claim) in asked.into_iter().zip(claims) {
+                        outcomes.push((path, stat, Ok((claim, fp))));
                     }
                 }
+                Ok(Err(e)) => outcomes.extend(asked.into_iter().map(|(p, s, _)| (p, s, Err(e.to_string())))),
+                Err(e) => outcomes.extend(asked.into_iter().map(|(p, s, _)| (p, s, Err(e.to_string())))),
+            }
+            outcomes
+        };
+        ctx.spawn(fut.into_actor(self).map(|outcomes, act, ctx| {
+            act.claim_busy = false;
+            for (path, stat, res) in outcomes {
+                act.claimed(path, stat, res, ctx);
             }
             act.dispatch(ctx);
         }));
+    }
+
+    fn claimed(
+        &mut self,
+        path: PathBuf,
+        stat: Stat,
+        res: Result<(Claim, Fingerprint), String>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.claiming.remove(&path);
+        match res {
+            Ok((Claim::Read(task), fp)) => {
+                tracing::debug!(file = %task.name, "claimed");
+                self.in_flight.insert(path, fp.fingerprint);
+                let parser = self.parser.clone();
+                ctx.spawn(
+                    async move {
+                        if let Err(e) = parser.send(ReadFile(task)).await {
+                            tracing::warn!(error = %e, "parser unavailable");
+                        }
+                    }
+                    .into_actor(self),
+                );
+            }
+            Ok((Claim::Done, fp)) | Ok((Claim::Parked, fp)) => {
+                self.finished.insert(path, fp.stat);
+            }
+            Err(e) => {
+                if std::fs::symlink_metadata(&path).is_err() {
+                    // Gone meanwhile (e.g. a stale scan entry of a file
+                    // already finished and moved): nothing to do.
+                    tracing::debug!(file = %path.display(), "file vanished before it was claimed");
+                } else {
+                    // Unreadable (permission) or database down: looked at
+                    // again on the next rescan, never marked done.
+                    metrics().watch_errors.inc();
+                    tracing::warn!(file = %path.display(), error = %e, "cannot claim file; will retry");
+                    self.erroring.insert(path, stat);
+                }
+            }
+        }
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {

@@ -258,6 +258,11 @@ async fn write_group(
                 if route == Route::Staging {
                     routes.staging_left = routes.staging_left.saturating_sub(1);
                 }
+                tracing::debug!(
+                    files = group.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "group committed"
+                );
                 return (conn, Ok(counts));
             }
             Ok(None) => {

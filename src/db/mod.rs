@@ -28,6 +28,8 @@ pub enum DbError {
     Timeout { context: &'static str, timeout: Duration },
     #[error("checkpoint fence: file {file_id} is committed to offset {actual}, the batch starts at {expected}")]
     Fence { file_id: i64, expected: u64, actual: u64 },
+    #[error("claim of {0}: the database returned no row for it")]
+    Claim(String),
     #[error("a group's checkpoint fence did not match every file; committing its batches one by one")]
     GroupFence,
     #[error("reading the batch again: {0}")]
@@ -55,7 +57,11 @@ impl DbError {
     pub fn is_transient(&self) -> bool {
         match self {
             DbError::PoolTimeout { .. } | DbError::Timeout { .. } => true,
-            DbError::Fence { .. } | DbError::GroupFence | DbError::Isolation { .. } | DbError::Reread(_) => false,
+            DbError::Fence { .. }
+            | DbError::GroupFence
+            | DbError::Isolation { .. }
+            | DbError::Reread(_)
+            | DbError::Claim(_) => false,
             DbError::Migration { source, .. } => is_transient_pg(source),
             DbError::Pg { source, .. } => is_transient_pg(source),
         }

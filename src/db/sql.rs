@@ -80,17 +80,22 @@ pub const ADVANCE_CHECKPOINTS: &str = "UPDATE ingest_files AS f SET committed_of
     WHERE f.id = v.id AND f.committed_offset = v.start_offset AND f.state IN ('pending', 'in_progress')";
 pub const READ_CHECKPOINT: &str = "SELECT committed_offset, state FROM ingest_files WHERE id = $1";
 
-/// Registers an identity, or finds it. The no-op update makes RETURNING
-/// answer for an existing row too. An unfinished older identity of the same
-/// path can never be finished (its content is gone: the file changed while
-/// it was read): it is parked as superseded, keeping what it committed.
-pub const CLAIM_FILE: &str = "WITH superseded AS (UPDATE ingest_files SET state = 'failed', \
+/// Registers identities, or finds them; one row per input, with the
+/// file's rejected count (for an identity already done). The no-op update
+/// makes RETURNING answer for existing rows too. An unfinished older
+/// identity of the same path can never be finished (its content is gone: the
+/// file changed while it was read): it is parked as superseded, keeping
+/// what it committed.
+pub const CLAIM_FILES: &str = "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) \
+    AS i(path, file_name, fingerprint, size)), \
+    superseded AS (UPDATE ingest_files f SET state = 'failed', \
     error = 'superseded: the file changed before it was finished', updated_at = now() \
-    WHERE path = $1 AND fingerprint <> $3 AND state IN ('pending', 'in_progress')) \
+    FROM input i WHERE f.path = i.path AND f.fingerprint <> i.fingerprint \
+    AND f.state IN ('pending', 'in_progress')) \
     INSERT INTO ingest_files (path, file_name, fingerprint, size) \
-    VALUES ($1, $2, $3, $4) \
+    SELECT path, file_name, fingerprint, size FROM input \
     ON CONFLICT (path, fingerprint) DO UPDATE SET updated_at = now() \
-    RETURNING id, state, committed_offset, committed_line";
+    RETURNING id, path, fingerprint, state, committed_offset, committed_line, rows_rejected";
 /// Only a file whose rows all add up can be done (the table's CHECK says
 /// the same).
 pub const MARK_DONE: &str = "UPDATE ingest_files SET state = 'done', finished_at = now(), updated_at = now() \
