@@ -398,6 +398,10 @@ impl Handler<Pending> for CheckpointKeeper {
     }
 }
 
+/// A claimed identity's row: id, state, committed offset and line, rejected
+/// count; keyed by (path, fingerprint).
+type ClaimedRow = (i64, String, i64, i64, i64);
+
 impl Handler<ClaimFiles> for CheckpointKeeper {
     type Result = ResponseActFuture<Self, Result<Vec<Claim>, DbError>>;
 
@@ -426,8 +430,7 @@ impl Handler<ClaimFiles> for CheckpointKeeper {
                 )
                 .await
                 .map_err(DbError::pg("claim files"))?;
-            // (path, fingerprint) → (id, state, offset, line, rejected)
-            let mut found: HashMap<(String, String), (i64, String, i64, i64, i64)> = rows
+            let mut found: HashMap<(String, String), ClaimedRow> = rows
                 .iter()
                 .map(|r| ((r.get(1), r.get(2)), (r.get(0), r.get(3), r.get(4), r.get(5), r.get(6))))
                 .collect();

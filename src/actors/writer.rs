@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use rand::RngExt;
 
 use crate::actors::checkpoint_keeper::CheckpointKeeper;
 use crate::actors::parser::read_range;
@@ -227,14 +226,7 @@ async fn write_group(
     loop {
         let started = Instant::now();
         let result = async {
-            if conn.is_none() {
-                conn = Some(
-                    tokio::time::timeout(timeout, connect(pool))
-                        .await
-                        .map_err(|_| DbError::Timeout { context: "writer connect", timeout })??,
-                );
-            }
-            let c = conn.as_mut().expect("connected just above");
+            let c = connected(pool, &mut conn, timeout).await?;
             match tokio::time::timeout(timeout, commit_group(c, group, route)).await {
                 Ok(r) => r,
                 Err(_) => Err(DbError::Timeout { context: "group transaction", timeout }),
@@ -244,16 +236,9 @@ async fn write_group(
         match result {
             Ok(Some(counts)) => {
                 health.set_db_ok(true);
-                let m = metrics();
-                m.batch_seconds.observe(started.elapsed().as_secs_f64());
+                metrics().batch_seconds.observe(started.elapsed().as_secs_f64());
                 for (b, c) in group.iter().zip(&counts) {
-                    m.batches.inc();
-                    m.rows_written.inc_by(c.written);
-                    m.rows_duplicate.inc_by(c.duplicate);
-                    m.rows_rejected.inc_by(c.rejected);
-                    for r in &b.rejects {
-                        m.rejects.with_label_values(&[r.reason.as_str()]).inc();
-                    }
+                    count_committed(b, c);
                 }
                 if route == Route::Staging {
                     routes.staging_left = routes.staging_left.saturating_sub(1);
@@ -271,17 +256,8 @@ async fn write_group(
                 route = Route::Staging;
             }
             Err(e) if e.is_transient() => {
-                health.set_db_ok(false);
-                metrics().db_errors.inc();
-                if let (DbError::Timeout { .. }, Some(stale)) = (&e, conn.as_ref()) {
-                    terminate_backend(pool, stale.pid).await;
-                }
-                conn = None;
-                attempt = attempt.saturating_add(1);
-                let cap = BACKOFF_CAP.min(BACKOFF_BASE * 2u32.saturating_pow(attempt.min(16)));
-                let delay = crate::db::jitter(cap);
-                tracing::warn!(files = group.len(), error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "group not committed; retrying");
-                tokio::time::sleep(delay).await;
+                let what = format!("a group of {} files", group.len());
+                back_off(pool, &mut conn, &e, &mut attempt, health, &what).await;
             }
             Err(e) => {
                 tracing::info!(files = group.len(), reason = %e, "committing the group's batches one by one");
@@ -320,14 +296,7 @@ async fn write_with_retry(
         crate::failpoints::hit("writer_batch", &batch.file.name);
         let started = Instant::now();
         let result = async {
-            if conn.is_none() {
-                conn = Some(
-                    tokio::time::timeout(timeout, connect(pool))
-                        .await
-                        .map_err(|_| DbError::Timeout { context: "writer connect", timeout })??,
-                );
-            }
-            let c = conn.as_mut().expect("connected just above");
+            let c = connected(pool, &mut conn, timeout).await?;
             let route = routes.route();
             let attempt = async {
                 match commit_batch(c, batch, route).await? {
@@ -355,15 +324,8 @@ async fn write_with_retry(
                 health.set_db_ok(true);
                 let counts = match outcome {
                     Outcome::Committed(c) => {
-                        let m = metrics();
-                        m.batch_seconds.observe(started.elapsed().as_secs_f64());
-                        m.batches.inc();
-                        m.rows_written.inc_by(c.written);
-                        m.rows_duplicate.inc_by(c.duplicate);
-                        m.rows_rejected.inc_by(c.rejected);
-                        for r in &batch.rejects {
-                            m.rejects.with_label_values(&[r.reason.as_str()]).inc();
-                        }
+                        metrics().batch_seconds.observe(started.elapsed().as_secs_f64());
+                        count_committed(batch, &c);
                         c
                     }
                     Outcome::AlreadyCommitted => {
@@ -375,20 +337,7 @@ async fn write_with_retry(
                 return (conn, Ok(counts));
             }
             Err(e) if e.is_transient() => {
-                health.set_db_ok(false);
-                metrics().db_errors.inc();
-                if let (DbError::Timeout { .. }, Some(stale)) = (&e, conn.as_ref()) {
-                    terminate_backend(pool, stale.pid).await;
-                }
-                // A connection that failed once is not trusted again.
-                conn = None;
-                attempt = attempt.saturating_add(1);
-                let cap = BACKOFF_CAP.min(BACKOFF_BASE * 2u32.saturating_pow(attempt.min(16)));
-                let delay = Duration::from_millis(
-                    rand::rng().random_range(cap.as_millis() as u64 / 2..=cap.as_millis() as u64),
-                );
-                tracing::warn!(file = %batch.file.name, error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "batch not committed; retrying");
-                tokio::time::sleep(delay).await;
+                back_off(pool, &mut conn, &e, &mut attempt, health, &batch.file.name).await;
             }
             Err(e) if e.is_data_error() => {
                 // Never retry the whole batch forever: find the rows at fault.
@@ -404,6 +353,57 @@ async fn write_with_retry(
             }
             Err(e) => return (None, Err(e)),
         }
+    }
+}
+
+/// After a transient failure: readiness off, the connection dropped (a
+/// connection that failed once is not trusted again; a stalled backend is
+/// terminated first), then a capped, jittered, growing pause.
+async fn back_off(
+    pool: &Pool,
+    conn: &mut Option<WriterConn>,
+    e: &DbError,
+    attempt: &mut u32,
+    health: &Health,
+    what: &str,
+) {
+    health.set_db_ok(false);
+    metrics().db_errors.inc();
+    if let (DbError::Timeout { .. }, Some(stale)) = (e, conn.as_ref()) {
+        terminate_backend(pool, stale.pid).await;
+    }
+    *conn = None;
+    *attempt = attempt.saturating_add(1);
+    let delay = crate::db::jitter(BACKOFF_CAP.min(BACKOFF_BASE * 2u32.saturating_pow((*attempt).min(16))));
+    tracing::warn!(batch = what, error = %e, attempt = *attempt, retry_in_ms = delay.as_millis() as u64, "batch not committed; retrying");
+    tokio::time::sleep(delay).await;
+}
+
+/// The Writer's connection, opened if there is none (within `timeout`).
+async fn connected<'a>(
+    pool: &Pool,
+    conn: &'a mut Option<WriterConn>,
+    timeout: Duration,
+) -> Result<&'a mut WriterConn, DbError> {
+    if conn.is_none() {
+        *conn = Some(
+            tokio::time::timeout(timeout, connect(pool))
+                .await
+                .map_err(|_| DbError::Timeout { context: "writer connect", timeout })??,
+        );
+    }
+    Ok(conn.as_mut().expect("set just above"))
+}
+
+/// Metrics of one committed batch.
+fn count_committed(batch: &ValidatedBatch, c: &Counts) {
+    let m = metrics();
+    m.batches.inc();
+    m.rows_written.inc_by(c.written);
+    m.rows_duplicate.inc_by(c.duplicate);
+    m.rows_rejected.inc_by(c.rejected);
+    for r in &batch.rejects {
+        m.rejects.with_label_values(&[r.reason.as_str()]).inc();
     }
 }
 
