@@ -13,5 +13,6 @@ mod pgfaults;
 mod props;
 mod replay;
 mod rootfaults;
+mod rootfaults2;
 mod schema;
 mod startup;
