@@ -51,13 +51,16 @@ const SPECTRUM: &[(&str, Option<&[&str]>)] = &[
     ("utf8", None),
 ];
 
+/// (control file, start lines, (line, expected record text) overrides).
+type CommonsCase = (&'static str, &'static [u64], &'static [(u64, &'static str)]);
+
 /// commons-csv `CSVFileParser` control files whose format is RFC 4180 plus at
 /// most `IgnoreEmpty`: (control file, start line of each expected record,
 /// our outcome where it differs). Blank-line records of a control file
 /// without `IgnoreEmpty=true` are dropped: events.md, "a completely empty line
 /// is not a row".
 #[rustfmt::skip]
-const COMMONS: &[(&str, &[u64], &[(u64, &str)])] = &[
+const COMMONS: &[CommonsCase] = &[
     // Line 7 is `" i ", " j " ,…`: commons-csv keeps ` " j " ` as text; events.md: "a space before an opening quote makes that quote a stray one".
     ("test_default.txt", &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 16], &[(7, "!StrayQuote")]),
     ("test_rfc4180.txt", &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 16], &[(7, "!StrayQuote")]),
@@ -451,7 +454,9 @@ fn daemon_rejects_every_corpus_row_as_missing_column() {
     let rows = db.files();
     assert!(db.scalar("SELECT max(batches) FROM ingest_files") > 1, "files were read in several batches");
     assert_eq!(rows.keys().collect::<Vec<_>>(), files.keys().collect::<Vec<_>>(), "every file was read");
-    let mut rejects: BTreeMap<String, Vec<(i64, String, Vec<u8>, bool)>> = BTreeMap::new();
+    // file → (line, reason, raw, raw_truncated)
+    type Stored = (i64, String, Vec<u8>, bool);
+    let mut rejects: BTreeMap<String, Vec<Stored>> = BTreeMap::new();
     for r in db
         .client()
         .query(

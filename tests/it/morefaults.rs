@@ -22,34 +22,6 @@ use crate::support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// The daemon under test; SIGCONTed and SIGKILLed when dropped before it
-/// exited, so a failing test leaves no daemon behind, frozen or not.
-struct Running(Child);
-
-impl std::ops::Deref for Running {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Running {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            // SAFETY: signals our own child, which has not been reaped.
-            unsafe { libc::kill(self.0.id() as i32, libc::SIGCONT) };
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 fn assert_alive(child: &mut Child, d: &Daemon, when: &str) {
     if let Some(status) = child.try_wait().unwrap() {
         panic!("the daemon exited {when}: {status:?}; log:\n{}", d.log());

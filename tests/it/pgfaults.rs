@@ -115,33 +115,6 @@ fn daemon(pg: &PrivateDb) -> Daemon {
     d
 }
 
-/// The daemon under test. SIGKILLed when dropped before it exited: a test
-/// that fails mid-way leaves no daemon retrying against a cluster that is
-/// gone.
-struct Running(Child);
-
-impl std::ops::Deref for Running {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Running {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 /// A client that gives up quickly: the server may be down or frozen.
 fn try_client(url: &str) -> Option<postgres::Client> {
     let mut config: postgres::Config = url.parse().unwrap();

@@ -82,32 +82,6 @@ impl Drop for Mount {
     }
 }
 
-/// The daemon under test; SIGKILLed when dropped before it exited, so a
-/// failing test leaves no daemon behind (nor a mount it holds busy).
-struct Running(Child);
-
-impl std::ops::Deref for Running {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Running {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 /// A test file and, from its lines alone, what must become of it.
 struct Input {
     name: String,

@@ -54,33 +54,6 @@ fn path_str(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }
 
-/// The daemon under test; SIGKILLed when dropped before it exited, so a
-/// failing test leaves no daemon behind (nor a cgroup or namespace it
-/// keeps busy).
-struct Running(Child);
-
-impl std::ops::Deref for Running {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Running {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 /// A value written to a /proc/sys file; the old one is written back when
 /// dropped.
 struct Sysctl {
