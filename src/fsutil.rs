@@ -17,6 +17,21 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Bytes hashed for a file's fingerprint.
+const FINGERPRINT_BYTES: u64 = 64 * 1024;
+
+/// A file's identity within its path: its size and the SHA-256 of its first
+/// 64 KiB, as `<size>-<24 hex digits>`.
+pub fn fingerprint(file: &File, size: u64) -> io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut head = Vec::with_capacity(FINGERPRINT_BYTES.min(size) as usize);
+    file.take(FINGERPRINT_BYTES).read_to_end(&mut head)?;
+    let digest = Sha256::digest(&head);
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{size}-{hex}"))
+}
+
 /// Writes `target` atomically: a hidden temp file in the same folder,
 /// fsynced, then renamed, then the folder fsynced. Errors of write, fsync and
 /// close all surface (a full disk often shows only at fsync).

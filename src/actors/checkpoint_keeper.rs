@@ -318,10 +318,14 @@ fn short_fingerprint(fp: &str) -> &str {
 /// Moves, deletes or keeps the source file. A file already gone counts as
 /// moved (it may have been moved before a crash, or deleted by someone).
 fn after_commit(settings: &KeeperSettings, file: &FileTask) -> Result<(), String> {
-    let present = match std::fs::symlink_metadata(&file.path) {
-        Ok(m) => m.file_type().is_file() && m.len() == file.size,
-        Err(_) => false,
-    };
+    // Only this identity is moved: a new file that took the name since (a
+    // producer reusing it) is left for the Watcher, never moved unread.
+    let present = crate::fsutil::open_regular(&file.path)
+        .and_then(|f| {
+            let size = f.metadata()?.len();
+            Ok(size == file.size && crate::fsutil::fingerprint(&f, size)? == file.fingerprint)
+        })
+        .unwrap_or(false);
     if !present {
         return Ok(());
     }

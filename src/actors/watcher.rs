@@ -38,8 +38,6 @@ use crate::metrics::metrics;
 const TICK: Duration = Duration::from_millis(50);
 /// Files claimed in one request at most.
 const CLAIM_BATCH: usize = 128;
-/// Bytes hashed for the fingerprint.
-const FINGERPRINT_BYTES: usize = 64 * 1024;
 
 pub struct WatcherSettings {
     pub incoming: PathBuf,
@@ -548,8 +546,6 @@ struct Fingerprint {
 /// size + SHA-256 of the first bytes. Opened without following links and
 /// without blocking (a FIFO swapped in after the lstat must not hang us).
 fn fingerprint(path: &Path, expected: &Stat) -> std::io::Result<Fingerprint> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
     let file = crate::fsutil::open_regular(path)?;
     let meta = file.metadata()?;
     let stat = Stat {
@@ -560,11 +556,7 @@ fn fingerprint(path: &Path, expected: &Stat) -> std::io::Result<Fingerprint> {
     if &stat != expected {
         return Err(std::io::Error::other("file changed while being identified"));
     }
-    let mut head = Vec::with_capacity(FINGERPRINT_BYTES.min(stat.size as usize));
-    file.take(FINGERPRINT_BYTES as u64).read_to_end(&mut head)?;
-    let digest = Sha256::digest(&head);
-    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    Ok(Fingerprint { fingerprint: format!("{}-{}", stat.size, hex), stat })
+    Ok(Fingerprint { fingerprint: crate::fsutil::fingerprint(&file, stat.size)?, stat })
 }
 
 #[cfg(test)]
