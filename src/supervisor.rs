@@ -49,6 +49,14 @@ const LOCK_CHECK: Duration = Duration::from_secs(1);
 const LOCK_RETRY: Duration = Duration::from_secs(1);
 const LOCK_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The `application_name` of this process's folder-lock sessions: unique to
+/// the process (pid and a random part), so it never names another daemon's.
+fn lock_session_name() -> String {
+    use std::sync::OnceLock;
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| format!("ingestd lock {} {:08x}", std::process::id(), rand::random::<u32>())).clone()
+}
+
 /// The advisory-lock key of an incoming folder: the first 8 bytes of the
 /// SHA-256 of its canonical path (any daemon naming the same folder, by any
 /// path, computes the same key).
@@ -129,11 +137,31 @@ impl Supervisor {
         self.lock_busy = true;
         let pool = self.pool.clone();
         let key = folder_lock_key(&self.config.paths.incoming);
+        let tag = lock_session_name();
         let fut = async move {
             let attempt = async {
-                let client = pool.dedicated_connection().await.map_err(|e| crate::db::describe(&e))?;
-                let got: bool =
-                    client.query_one(sql::TRY_FOLDER_LOCK, &[&key]).await.map_err(|e| crate::db::describe(&e))?.get(0);
+                let describe = |e: tokio_postgres::Error| crate::db::describe(&e);
+                let client = pool.dedicated_connection().await.map_err(describe)?;
+                // Named, so a session of ours left behind by a connection
+                // that died on our side only (a reset the server never saw)
+                // can be told apart and ended; server-side keepalives end
+                // such a session by themselves too, for other daemons.
+                client.batch_execute(&sql::lock_session_setup(&tag)).await.map_err(describe)?;
+                let mut got: bool = client.query_one(sql::TRY_FOLDER_LOCK, &[&key]).await.map_err(describe)?.get(0);
+                if !got {
+                    let stale = client.execute(sql::END_OWN_STALE_SESSIONS, &[&tag]).await.map_err(describe)?;
+                    if stale > 0 {
+                        tracing::warn!(sessions = stale, "ended this daemon's own stale folder-lock session");
+                        // The lock is released as the stale backend exits.
+                        for _ in 0..50 {
+                            got = client.query_one(sql::TRY_FOLDER_LOCK, &[&key]).await.map_err(describe)?.get(0);
+                            if got {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
                 Ok::<_, String>(got.then_some(client))
             };
             tokio::time::timeout(LOCK_CHECK_TIMEOUT, attempt).await.unwrap_or_else(|_| Err("timed out".into()))

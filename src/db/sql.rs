@@ -144,4 +144,18 @@ pub const REPLAY_COUNTS: &str = "UPDATE ingest_files SET rows_written = rows_wri
 /// dedicated connection for as long as the daemon leads. PostgreSQL releases
 /// it when that connection ends, whatever ends it.
 pub const TRY_FOLDER_LOCK: &str = "SELECT pg_try_advisory_lock($1)";
+/// Ends the sessions that carry this process's lock-session name, other than
+/// the caller's: left behind when a connection died on our side only.
+pub const END_OWN_STALE_SESSIONS: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+    WHERE application_name = $1 AND pid <> pg_backend_pid()";
+
+/// Names the lock session and turns on server-side keepalives for it, so the
+/// server notices (within about 20 s) a client that vanished without a word
+/// and releases its lock. `name` is ours (no quotes in it).
+pub fn lock_session_setup(name: &str) -> String {
+    format!(
+        "SET application_name = '{name}'; SET tcp_keepalives_idle = 10; \
+         SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 2"
+    )
+}
 pub const PING: &str = "SELECT 1";

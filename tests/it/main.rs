@@ -2,6 +2,7 @@
 
 mod support;
 
+mod bigfaults;
 mod cluster;
 mod corpora;
 mod crashpoints;
