@@ -624,7 +624,7 @@ fn network_blackhole_detected_by_batch_timeout() {
     let mut pg = PrivateDb::new();
     let _server = NsServer::start(&ns, &mut pg);
     let url = pg.url();
-    let db = move || TestDb { url: url.clone() };
+    let db = move || TestDb::at(url.clone());
     let port = pg.port().to_string();
 
     const FILES: u64 = 4;
@@ -726,7 +726,7 @@ fn connection_reset_mid_run_is_retried() {
     let mut pg = PrivateDb::new();
     let _server = NsServer::start(&ns, &mut pg);
     let url = pg.url();
-    let db = move || TestDb { url: url.clone() };
+    let db = move || TestDb::at(url.clone());
     let port = pg.port().to_string();
 
     const FILES: u64 = 4;

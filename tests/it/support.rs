@@ -33,6 +33,21 @@ fn admin_url() -> &'static str {
 
 pub struct TestDb {
     pub url: String,
+    /// The database this value created in the shared cluster, dropped with
+    /// it; `None` for a handle on someone else's database (`TestDb::at`).
+    owned: Option<String>,
+}
+
+/// Each test's database goes with it (a big-file run would otherwise leave
+/// gigabytes in the shared cluster); FORCE ends sessions a killed daemon
+/// may have left.
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = &self.owned else { return };
+        if let Ok(mut admin) = postgres::Client::connect(admin_url(), postgres::NoTls) {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
 }
 
 impl TestDb {
@@ -47,7 +62,13 @@ impl TestDb {
             Some(i) if !base[i + 1..].contains('@') => format!("{}/{}", &base[..i], name),
             _ => format!("{base}/{name}"),
         };
-        TestDb { url }
+        TestDb { url, owned: Some(name) }
+    }
+
+    /// A handle on a database that is not the shared cluster's (e.g. a
+    /// `PrivateDb`'s): not dropped with the handle.
+    pub fn at(url: String) -> TestDb {
+        TestDb { url, owned: None }
     }
 
     pub fn client(&self) -> postgres::Client {
@@ -414,7 +435,7 @@ impl PrivateDb {
 
     /// The `TestDb` helpers (files, rejects, scalar) on this cluster.
     pub fn db(&self) -> TestDb {
-        TestDb { url: self.url() }
+        TestDb::at(self.url())
     }
 
     pub fn data_dir(&self) -> PathBuf {
