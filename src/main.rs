@@ -18,6 +18,8 @@ use ingestd::health::Health;
 use ingestd::supervisor::Supervisor;
 
 const DEFAULT_CONFIG: &str = "config/ingestd.toml";
+/// Threads for blocking work (see `run`).
+const BLOCKING_THREADS: usize = 8;
 
 #[derive(Parser)]
 #[command(name = "ingestd", version, about = "Streams CSV event files from a folder into PostgreSQL, exactly once.")]
@@ -266,7 +268,17 @@ fn run(config: Config, until_idle: bool) -> Result<u8, Fatal> {
     tracing::info!(database = %db::redacted(&pg_config), incoming = %config.paths.incoming.display(), "starting");
     let embedded = Arc::new(Mutex::new(embedded));
     let config = Arc::new(config);
-    let system = System::new();
+    // actix's single-threaded runtime, with a small blocking pool: file
+    // work (reads, fingerprints, moves) runs there, and hundreds of small
+    // files finishing at once must not become hundreds of threads (each
+    // costs memory); the work queues instead.
+    let system = System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(BLOCKING_THREADS)
+            .build()
+            .expect("a tokio runtime")
+    });
     let setup = {
         let config = config.clone();
         let embedded = embedded.clone();
