@@ -18,20 +18,6 @@ use crate::support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Whether this test may use root mechanisms; prints why not.
-fn root_enabled(test: &str) -> bool {
-    if std::env::var("INGESTD_IT_ROOT").as_deref() != Ok("1") {
-        println!("{test}: skipped: needs root mechanisms; set INGESTD_IT_ROOT=1 and run as root");
-        return false;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("{test}: skipped: INGESTD_IT_ROOT=1 but not running as root");
-        return false;
-    }
-    true
-}
-
 /// Runs a command to success, or panics with what it printed.
 fn run(program: &str, args: &[&str]) {
     let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
@@ -42,10 +28,6 @@ fn run(program: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
 }
 
 /// A file system mounted on a folder of the test; unmounted when dropped,

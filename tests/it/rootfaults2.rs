@@ -21,20 +21,6 @@ use crate::support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Whether this test may use root mechanisms; prints why not.
-fn root_enabled(test: &str) -> bool {
-    if std::env::var("INGESTD_IT_ROOT").as_deref() != Ok("1") {
-        println!("{test}: skipped: needs root mechanisms; set INGESTD_IT_ROOT=1 and run as root");
-        return false;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("{test}: skipped: INGESTD_IT_ROOT=1 but not running as root");
-        return false;
-    }
-    true
-}
-
 /// Runs a command; (success, what it printed).
 fn try_run(program: &str, args: &[&str]) -> (bool, String) {
     match Command::new(program).args(args).stdin(Stdio::null()).output() {
@@ -49,10 +35,6 @@ fn try_run(program: &str, args: &[&str]) -> (bool, String) {
         ),
         Err(e) => (false, e.to_string()),
     }
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
 }
 
 /// A value written to a /proc/sys file; the old one is written back when
@@ -678,28 +660,7 @@ fn network_blackhole_detected_by_batch_timeout() {
         "no batch-timeout warning in the log:\n{log}"
     );
     assert!(before < (FILES * ROWS) as i64, "the run ended before the blackhole");
-    let names2 = names.clone();
-    let processed = d.processed();
-    let incoming = d.incoming();
-    ns.within(move || {
-        let db = db();
-        let ids = db.identities();
-        assert_eq!(ids.len(), names2.len(), "one identity per file: {ids:?}");
-        for id in &ids {
-            let f = &id.file;
-            assert!(f.adds_up(), "{}: {f:?}", id.name);
-            assert_eq!(
-                (f.rows, f.written, f.duplicate, f.rejected, f.state.as_str()),
-                (ROWS as i64, ROWS as i64, 0, 0, "done"),
-                "{id:?}"
-            );
-        }
-        assert_eq!(db.scalar("SELECT count(*) FROM ecommerce_events"), (FILES * ROWS) as i64);
-        assert_eq!(db.scalar("SELECT count(DISTINCT event_id) FROM ecommerce_events"), (FILES * ROWS) as i64);
-        for name in &names2 {
-            assert!(path_exists(&processed.join(name)) && !path_exists(&incoming.join(name)), "{name} not moved");
-        }
-    });
+    assert_all_done_in(&ns, pg.url(), names.clone(), &d, ROWS);
 }
 
 /// P7: PostgreSQL and the daemon in one network namespace; mid-run every
@@ -784,29 +745,7 @@ fn connection_reset_mid_run_is_retried() {
         "no retry warning in the log:\n{log}"
     );
     assert!(before < (FILES * ROWS) as i64, "the run ended before the resets");
-    let names2 = names.clone();
-    let processed = d.processed();
-    let incoming = d.incoming();
-    ns.within(move || {
-        let db = db();
-        let ids = db.identities();
-        assert_eq!(ids.len(), names2.len(), "one identity per file: {ids:?}");
-        for id in &ids {
-            let f = &id.file;
-            assert!(f.adds_up(), "{}: {f:?}", id.name);
-            assert_eq!(
-                (f.rows, f.written, f.duplicate, f.rejected, f.state.as_str()),
-                (ROWS as i64, ROWS as i64, 0, 0, "done"),
-                "{id:?}"
-            );
-        }
-        assert_eq!(db.scalar("SELECT count(*) FROM ecommerce_events"), (FILES * ROWS) as i64);
-        assert_eq!(db.scalar("SELECT count(DISTINCT event_id) FROM ecommerce_events"), (FILES * ROWS) as i64);
-        assert_eq!(db.scalar("SELECT count(*) FROM ingest_rejects"), 0, "no rejects");
-        for name in &names2 {
-            assert!(path_exists(&processed.join(name)) && !path_exists(&incoming.join(name)), "{name} not moved");
-        }
-    });
+    assert_all_done_in(&ns, pg.url(), names.clone(), &d, ROWS);
 }
 
 /// The server's client sessions with the locks they hold, one a line (for
@@ -830,4 +769,31 @@ fn server_sessions(db: &TestDb) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Inside the namespace: every file is one identity, done with all its rows
+/// written exactly once, nothing rejected, and every file moved.
+fn assert_all_done_in(ns: &NetNs, url: String, names: Vec<String>, d: &Daemon, rows: u64) {
+    let (processed, incoming) = (d.processed(), d.incoming());
+    ns.within(move || {
+        let db = TestDb::at(url);
+        let ids = db.identities();
+        assert_eq!(ids.len(), names.len(), "one identity per file: {ids:?}");
+        for id in &ids {
+            let f = &id.file;
+            assert!(f.adds_up(), "{}: {f:?}", id.name);
+            assert_eq!(
+                (f.rows, f.written, f.duplicate, f.rejected, f.state.as_str()),
+                (rows as i64, rows as i64, 0, 0, "done"),
+                "{id:?}"
+            );
+        }
+        let total = (names.len() as u64 * rows) as i64;
+        assert_eq!(db.scalar("SELECT count(*) FROM ecommerce_events"), total);
+        assert_eq!(db.scalar("SELECT count(DISTINCT event_id) FROM ecommerce_events"), total);
+        assert_eq!(db.scalar("SELECT count(*) FROM ingest_rejects"), 0, "no rejects");
+        for name in &names {
+            assert!(path_exists(&processed.join(name)) && !path_exists(&incoming.join(name)), "{name} not moved");
+        }
+    });
 }

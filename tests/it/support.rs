@@ -686,3 +686,22 @@ impl Drop for Running {
         }
     }
 }
+
+/// Whether a test may use root mechanisms (mounts, cgroups, namespaces):
+/// only with `INGESTD_IT_ROOT=1` (CI sets it) and as root; prints why not.
+pub fn root_enabled(test: &str) -> bool {
+    if std::env::var("INGESTD_IT_ROOT").as_deref() != Ok("1") {
+        println!("{test}: skipped: needs root mechanisms; set INGESTD_IT_ROOT=1 and run as root");
+        return false;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("{test}: skipped: INGESTD_IT_ROOT=1 but not running as root");
+        return false;
+    }
+    true
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
