@@ -2,7 +2,7 @@
 //! a fresh database per test, the real binary in a temp folder, and polling
 //! with deadlines instead of sleeps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -704,4 +704,74 @@ pub fn root_enabled(test: &str) -> bool {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
+}
+
+/// A test file: `rows` valid rows numbered from `first`, with two bad rows
+/// and a repeat of its first event at fixed lines.
+pub struct TestFile {
+    pub name: String,
+    pub first: u64,
+    pub rows: u64,
+}
+
+impl TestFile {
+    /// Data lines in order, each with the reason it must be rejected for:
+    /// an invalid_uuid row after a third of the valid rows, an out_of_range
+    /// row (whose event_id is well-formed and must not be stored) after two
+    /// thirds, and the first event again at the end.
+    pub fn lines(&self) -> Vec<(String, Option<&'static str>)> {
+        let mut lines: Vec<(String, Option<&'static str>)> = Vec::with_capacity(self.rows as usize + 3);
+        for i in 0..self.rows {
+            if i == self.rows / 3 {
+                lines.push((with(self.first + self.rows, 0, "not-a-uuid"), Some("invalid_uuid")));
+            }
+            if i == 2 * self.rows / 3 {
+                lines.push((with(self.first + self.rows + 1, 8, "0"), Some("out_of_range")));
+            }
+            lines.push((row(self.first + i), None));
+        }
+        lines.push((row(self.first), None));
+        lines
+    }
+
+    pub fn content(&self) -> String {
+        let mut s = String::with_capacity(self.rows as usize * 140 + 600);
+        s.push_str(HEADER);
+        s.push('\n');
+        for (line, _) in self.lines() {
+            s.push_str(&line);
+            s.push('\n');
+        }
+        s
+    }
+
+    /// (file, line, reason) of every line that must be rejected (the header
+    /// is line 1).
+    pub fn rejects(&self) -> Vec<(String, i64, String)> {
+        self.lines()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, reason))| reason.map(|r| (self.name.clone(), i as i64 + 2, r.to_owned())))
+            .collect()
+    }
+
+    /// (event_id, file, line) of every event that must be stored from this
+    /// file: each valid row at its line; the repeat at the end is not.
+    pub fn stored(&self) -> BTreeSet<(String, String, i64)> {
+        let mut seen = BTreeSet::new();
+        self.lines()
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, reason))| reason.is_none())
+            .filter_map(|(i, (text, _))| {
+                let id = text.split(',').next().unwrap().to_owned();
+                seen.insert(id.clone()).then(|| (id, self.name.clone(), i as i64 + 2))
+            })
+            .collect()
+    }
+
+    /// (rows, written, duplicate, rejected).
+    pub fn oracle(&self) -> (i64, i64, i64, i64) {
+        (self.rows as i64 + 3, self.rows as i64, 1, 2)
+    }
 }
