@@ -173,15 +173,28 @@ pub struct ValidatedBatch {
     pub start_line: u64,
     pub end_offset: u64,
     pub end_line: u64,
-    /// Data rows in the batch: events + rejects + in-batch duplicates.
+    /// Data rows in the batch: events + repeats + rejects + in-batch
+    /// duplicates.
     pub rows: u64,
     /// The valid rows, encoded for binary COPY, in event_id order.
     pub events: crate::db::copy::CopyPayload,
+    /// Valid rows whose id the Validator saw in a recent batch: most likely
+    /// duplicates, kept apart so the rest can still go straight into the
+    /// table. The Writer checks them (see `db::write`).
+    pub repeats: Repeats,
     pub rejects: Vec<RejectRow>,
     /// Valid rows dropped because an earlier row of the batch had their id.
     pub batch_duplicates: u64,
     pub end: BatchEnd,
     pub credit: Credit,
+}
+
+/// A batch's presumed duplicates: their ids (sorted) and their rows, encoded
+/// like `ValidatedBatch::events`, for when an id turns out not to be stored.
+#[derive(Debug, Clone, Default)]
+pub struct Repeats {
+    pub ids: Vec<uuid::Uuid>,
+    pub rows: crate::db::copy::CopyPayload,
 }
 
 /// Counts of one committed batch.

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub watch_errors: IntCounter,
     pub disk_errors: IntCounter,
     pub schema_refusals: IntCounter,
+    pub routes: IntCounterVec,
     pub generated_files: IntCounter,
 }
 
@@ -95,6 +96,17 @@ impl Metrics {
                 "Rows the validator accepted but PostgreSQL refused (validator and schema disagree): alert on it.",
             ),
             generated_files: counter("ingestd_generated_files_total", "Files written by the Generator."),
+            routes: {
+                let c = counter_vec(
+                    "ingestd_event_routes_total",
+                    "Events' routes into the table, per transaction attempt: direct (COPY into the table; presumed duplicates merged apart), staging (everything through a temp table and the ON CONFLICT merge), direct_conflict (a direct COPY met a stored id; redone through staging).",
+                    "route",
+                );
+                for r in ["direct", "staging", "direct_conflict"] {
+                    c.with_label_values(&[r]);
+                }
+                c
+            },
             registry,
         }
     }

@@ -1,12 +1,15 @@
-//! Validator: applies the contract's rules to every record of a batch and
-//! drops in-batch duplicates (first wins).
+//! Validator: applies the contract's rules to every record of a batch,
+//! drops in-batch duplicates (first wins) and sets apart the rows whose id
+//! it saw in a recent batch (`Repeats`).
 //!
 //! - Receives: `ParsedBatch` (Parser).
 //! - Emits: `ValidatedBatch` to the Writer, in arrival order, carrying the
 //!   batch's credit on.
-//! - State: a queue of accepted batches; one is validated at a time.
+//! - State: a queue of accepted batches, one validated at a time; the ids
+//!   of recent valid rows (`RecentIds`, bounded).
 //! - On restart: the queue is lost with the actor; the Supervisor restarts
-//!   the pipeline from the checkpoints, so nothing is lost or repeated.
+//!   the pipeline from the checkpoints, so nothing is lost or repeated. The
+//!   recent ids start empty, which only costs speed.
 //! - On drain: nothing special; batches already accepted are passed on.
 //! - Backpressure: none of its own; the credit window bounds its queue.
 //!
@@ -14,6 +17,7 @@
 //! them off the actor thread.
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 
 use actix::prelude::*;
 
@@ -21,55 +25,99 @@ use crate::actors::parser::panic_message;
 use crate::actors::writer::Writer;
 use crate::core::validate::validate;
 use crate::db::copy::CopyEncoder;
-use crate::messages::{ChildFailed, ParsedBatch, RejectRow, ValidatedBatch};
+use crate::messages::{ChildFailed, ParsedBatch, RejectRow, Repeats, ValidatedBatch};
+
+/// Ids one generation of `RecentIds` holds: 7/8 of 65 536, so a generation
+/// never outgrows its 64 Ki-bucket table (about 0.6 MB).
+const GENERATION: usize = 57_344;
+
+/// The ids of the latest valid rows (up to two generations), as 64-bit
+/// hashes. A row whose id is here is very likely a duplicate, but not
+/// surely: its first occurrence may still be uncommitted, refused by the
+/// database, or a hash collision. So it is only *presumed* one, and the
+/// Writer checks it against the table; guessing wrong costs time, never
+/// correctness.
+#[derive(Default)]
+pub struct RecentIds {
+    hasher: RandomState,
+    current: HashSet<u64>,
+    previous: HashSet<u64>,
+}
+
+impl RecentIds {
+    fn key(&self, id: &uuid::Uuid) -> u64 {
+        self.hasher.hash_one(id.as_u128())
+    }
+
+    pub fn contains(&self, id: &uuid::Uuid) -> bool {
+        let k = self.key(id);
+        self.current.contains(&k) || self.previous.contains(&k)
+    }
+
+    pub fn insert(&mut self, id: &uuid::Uuid) {
+        if self.current.len() >= GENERATION {
+            self.previous = std::mem::take(&mut self.current);
+            self.current.reserve(GENERATION);
+        }
+        let k = self.key(id);
+        self.current.insert(k);
+    }
+}
 
 pub struct Validator {
     writer: Addr<Writer>,
     supervisor: Recipient<ChildFailed>,
     queue: VecDeque<ParsedBatch>,
-    busy: bool,
+    /// Taken by the batch being validated (off the actor thread), given back
+    /// with its result; `None` while a batch is being validated.
+    recent: Option<RecentIds>,
 }
 
 impl Validator {
     pub fn new(writer: Addr<Writer>, supervisor: Recipient<ChildFailed>) -> Self {
-        Validator { writer, supervisor, queue: VecDeque::new(), busy: false }
+        Validator { writer, supervisor, queue: VecDeque::new(), recent: Some(RecentIds::default()) }
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.busy {
+        if self.recent.is_none() || self.queue.is_empty() {
             return;
         }
         let Some(batch) = self.queue.pop_front() else { return };
-        self.busy = true;
+        let mut recent = self.recent.take().expect("checked above");
         let writer = self.writer.clone();
         let file_id = batch.file.file_id;
         let fut = async move {
-            let validated = tokio::task::spawn_blocking(move || validate_batch(batch)).await;
+            let validated = tokio::task::spawn_blocking(move || {
+                let v = validate_batch(batch, &mut recent);
+                (v, recent)
+            })
+            .await;
             match validated {
-                Ok(v) => {
+                Ok((v, recent)) => {
                     // Awaiting the acceptance keeps batches in order.
                     let _ = writer.send(v).await;
-                    None
+                    Ok(recent)
                 }
-                Err(e) => Some(ChildFailed { actor: "validator", file: Some(file_id), error: panic_message(e) }),
+                Err(e) => Err(ChildFailed { actor: "validator", file: Some(file_id), error: panic_message(e) }),
             }
         };
-        ctx.spawn(fut.into_actor(self).map(|failure, act, ctx| {
-            act.busy = false;
-            match failure {
-                None => act.pump(ctx),
-                Some(f) => {
-                    act.supervisor.do_send(f);
-                    ctx.stop();
-                }
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
+            Ok(recent) => {
+                act.recent = Some(recent);
+                act.pump(ctx)
+            }
+            Err(f) => {
+                act.supervisor.do_send(f);
+                ctx.stop();
             }
         }));
     }
 }
 
 /// Validates every record and encodes the valid ones for COPY; the first
-/// valid row with a given event_id wins.
-pub fn validate_batch(batch: ParsedBatch) -> ValidatedBatch {
+/// valid row with a given event_id wins. Valid rows whose id is in `recent`
+/// go to the batch's repeats; the ids of all valid rows join `recent`.
+pub fn validate_batch(batch: ParsedBatch, recent: &mut RecentIds) -> ValidatedBatch {
     let now = chrono::Utc::now();
     let rows = batch.records.len();
     // Binary rows run about the size of the unescaped text plus ~120 bytes
@@ -102,8 +150,18 @@ pub fn validate_batch(batch: ParsedBatch) -> ValidatedBatch {
     // for the other instead of deadlocking.
     valid.sort_unstable_by_key(|(e, _)| e.event_id);
     let mut events = CopyEncoder::new(batch.records.bytes() / 2 + rows * 128);
+    let mut repeats = CopyEncoder::new(0);
+    let mut repeat_ids = Vec::new();
     for (event, line) in &valid {
-        events.push(event, *line, &batch.file.name);
+        if recent.contains(&event.event_id) {
+            repeats.push(event, *line, &batch.file.name);
+            repeat_ids.push(event.event_id);
+        } else {
+            events.push(event, *line, &batch.file.name);
+        }
+    }
+    for (event, _) in &valid {
+        recent.insert(&event.event_id);
     }
     drop(valid);
     ValidatedBatch {
@@ -115,6 +173,7 @@ pub fn validate_batch(batch: ParsedBatch) -> ValidatedBatch {
         end_line: batch.end_line,
         rows: rows as u64,
         events: events.finish(),
+        repeats: Repeats { ids: repeat_ids, rows: repeats.finish() },
         rejects,
         batch_duplicates,
         end: batch.end,
@@ -135,5 +194,32 @@ impl Handler<ParsedBatch> for Validator {
     fn handle(&mut self, msg: ParsedBatch, ctx: &mut Context<Self>) {
         self.queue.push_back(msg);
         self.pump(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u128) -> uuid::Uuid {
+        uuid::Uuid::from_u128(n)
+    }
+
+    /// Two generations are remembered; the third start forgets the first.
+    #[test]
+    fn recent_ids_keep_two_generations() {
+        let g = GENERATION as u128;
+        let mut r = RecentIds::default();
+        assert!(!r.contains(&id(0)));
+        for n in 0..2 * g {
+            r.insert(&id(n));
+        }
+        assert!((0..2 * g).all(|n| r.contains(&id(n))));
+        assert!(!r.contains(&id(2 * g)));
+        r.insert(&id(2 * g));
+        assert_eq!((0..g).filter(|&n| r.contains(&id(n))).count(), 0, "the first generation is forgotten");
+        assert!((g..=2 * g).all(|n| r.contains(&id(n))));
+        // A generation never outgrows the table it was given.
+        assert!(r.previous.capacity() < 2 * GENERATION, "{}", r.previous.capacity());
     }
 }

@@ -33,16 +33,22 @@ use crate::messages::{BatchCommitted, BatchEnd, ChildFailed, Counts, FileId, Val
 use crate::metrics::metrics;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
-/// Batches sent through staging after one met an id already stored, before
-/// the direct route is tried again.
-const STAGING_AFTER_CONFLICT: u32 = 8;
 /// Batches (of different files) committed in one transaction at most.
 const MAX_GROUP: usize = 256;
+/// Most transactions sent through staging after direct COPYs kept meeting
+/// stored ids.
+const MAX_STAGING_RUN: u32 = 64;
 
-/// Picks the route of the next batch: direct while ids keep being new.
+/// Picks the route of the next transaction: direct while ids keep being new.
+/// A direct COPY that meets a stored id is wasted work, so after one the
+/// next transactions go through staging: 1, then 2, 4, … up to
+/// `MAX_STAGING_RUN` while conflicts follow each other (a file of ids
+/// stored long ago), back down as direct COPYs succeed again (an id that
+/// only raced in from another file).
 #[derive(Debug, Default, Clone, Copy)]
 struct RouteChooser {
     staging_left: u32,
+    run: u32,
 }
 
 impl RouteChooser {
@@ -51,6 +57,18 @@ impl RouteChooser {
             Route::Staging
         } else {
             Route::Direct
+        }
+    }
+
+    fn conflict(&mut self) {
+        self.run = (self.run * 2).clamp(1, MAX_STAGING_RUN);
+        self.staging_left = self.run;
+    }
+
+    fn committed(&mut self, route: Route) {
+        match route {
+            Route::Staging => self.staging_left = self.staging_left.saturating_sub(1),
+            Route::Direct => self.run /= 2,
         }
     }
 }
@@ -240,9 +258,7 @@ async fn write_group(
                 for (b, c) in group.iter().zip(&counts) {
                     count_committed(b, c);
                 }
-                if route == Route::Staging {
-                    routes.staging_left = routes.staging_left.saturating_sub(1);
-                }
+                routes.committed(route);
                 tracing::debug!(
                     files = group.len(),
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -252,7 +268,7 @@ async fn write_group(
             }
             Ok(None) => {
                 // An id is already stored: through staging, now and for a while.
-                routes.staging_left = STAGING_AFTER_CONFLICT;
+                routes.conflict();
                 route = Route::Staging;
             }
             Err(e) if e.is_transient() => {
@@ -292,35 +308,27 @@ async fn write_with_retry(
         return (conn, Ok(Counts::default()));
     }
     let mut attempt: u32 = 0;
+    let mut route = routes.route();
     loop {
         crate::failpoints::hit("writer_batch", &batch.file.name);
         let started = Instant::now();
         let result = async {
             let c = connected(pool, &mut conn, timeout).await?;
-            let route = routes.route();
-            let attempt = async {
-                match commit_batch(c, batch, route).await? {
-                    Some(outcome) => Ok(outcome),
-                    None => {
-                        // An id of this batch is already stored: redo it
-                        // through staging, and keep to staging for a while.
-                        routes.staging_left = STAGING_AFTER_CONFLICT;
-                        Ok(commit_batch(c, batch, Route::Staging).await?.expect("staging never conflicts"))
-                    }
-                }
-            };
-            let outcome = match tokio::time::timeout(timeout, attempt).await {
+            match tokio::time::timeout(timeout, commit_batch(c, batch, route)).await {
                 Ok(r) => r,
                 Err(_) => Err(DbError::Timeout { context: "batch transaction", timeout }),
-            };
-            if outcome.is_ok() && route == Route::Staging {
-                routes.staging_left = routes.staging_left.saturating_sub(1);
             }
-            outcome
         }
         .await;
         match result {
-            Ok(outcome) => {
+            Ok(None) => {
+                // An id of this batch is already stored: redo it through
+                // staging, and keep to staging for a while.
+                routes.conflict();
+                route = Route::Staging;
+            }
+            Ok(Some(outcome)) => {
+                routes.committed(route);
                 health.set_db_ok(true);
                 let counts = match outcome {
                     Outcome::Committed(c) => {

@@ -35,19 +35,24 @@ impl CopyPayload {
         self.rows
     }
 
-    /// One payload holding the rows of several.
+    /// One payload holding the rows of several (no copy when only one has
+    /// rows).
     pub fn concat<'a>(parts: impl IntoIterator<Item = &'a CopyPayload>) -> CopyPayload {
-        let mut buf = BytesMut::new();
-        buf.put_slice(HEADER);
-        let mut rows = 0;
-        for p in parts {
-            if p.rows > 0 {
-                buf.put_slice(&p.bytes[HEADER.len()..p.bytes.len() - 2]);
-                rows += p.rows;
+        let parts: Vec<&CopyPayload> = parts.into_iter().filter(|p| p.rows > 0).collect();
+        match parts[..] {
+            [] => CopyEncoder::new(0).finish(),
+            [one] => one.clone(),
+            _ => {
+                let len = parts.iter().map(|p| p.bytes.len()).sum::<usize>();
+                let mut buf = BytesMut::with_capacity(len);
+                buf.put_slice(HEADER);
+                for p in &parts {
+                    buf.put_slice(&p.bytes[HEADER.len()..p.bytes.len() - 2]);
+                }
+                buf.put_i16(-1);
+                CopyPayload { bytes: buf.freeze(), rows: parts.iter().map(|p| p.rows).sum() }
             }
         }
-        buf.put_i16(-1);
-        CopyPayload { bytes: buf.freeze(), rows }
     }
 }
 

@@ -24,6 +24,7 @@ use crate::core::validate::validate;
 use crate::db::copy::{CopyEncoder, CopyPayload};
 use crate::db::{sql, DbError, Pool};
 use crate::messages::{Counts, FileTask, RejectRow, ValidatedBatch};
+use crate::metrics::metrics;
 
 /// The Writer's own connection. It is taken from the pool's manager but
 /// never returned to the pool: after an error or a timeout it is dropped, so
@@ -91,12 +92,82 @@ pub enum Route {
     Staging,
 }
 
+impl Route {
+    fn count(self) {
+        let label = match self {
+            Route::Direct => "direct",
+            Route::Staging => "staging",
+        };
+        metrics().routes.with_label_values(&[label]).inc();
+    }
+}
+
 /// Streams an encoded COPY payload (see `db::copy`); returns rows copied.
 async fn copy_payload(tx: &Transaction<'_>, stmt: &Statement, payload: Bytes) -> Result<u64, tokio_postgres::Error> {
     let sink = tx.copy_in::<_, Bytes>(stmt).await?;
     let mut sink = pin!(sink);
     sink.send(payload).await?;
     sink.as_mut().finish().await
+}
+
+/// Puts the events of `batches` (one transaction) in the table. Returns the
+/// rows written per file, or `None` when the direct route met a stored id
+/// (the caller rolls back and redoes the batches through staging).
+///
+/// Direct: the events by COPY straight into the table, and the repeats
+/// (presumed duplicates, see `Repeats`) through staging and the merge,
+/// which skips those stored and writes any that are not (a first
+/// occurrence the database refused, or one not committed after all).
+/// Staging: everything through staging and the merge.
+async fn put_events<'a>(
+    tx: &Transaction<'_>,
+    st: &Statements,
+    batches: &'a [ValidatedBatch],
+    route: Route,
+) -> Result<Option<HashMap<&'a str, u64>>, DbError> {
+    let mut written: HashMap<&str, u64> = batches.iter().map(|b| (b.file.name.as_str(), 0)).collect();
+    let merged = match route {
+        Route::Direct => {
+            let events = CopyPayload::concat(batches.iter().map(|b| &b.events));
+            if events.rows() > 0 {
+                match copy_payload(tx, &st.copy_events, events.bytes).await {
+                    Ok(_) => {}
+                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                        metrics().routes.with_label_values(&["direct_conflict"]).inc();
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(DbError::pg("copy events")(e)),
+                }
+                for b in batches {
+                    *written.entry(&b.file.name).or_default() += b.events.rows();
+                }
+            }
+            CopyPayload::concat(batches.iter().map(|b| &b.repeats.rows))
+        }
+        Route::Staging => CopyPayload::concat(batches.iter().flat_map(|b| [&b.events, &b.repeats.rows])),
+    };
+    if merged.rows() > 0 {
+        copy_payload(tx, &st.copy_staging, merged.bytes).await.map_err(DbError::pg("copy events"))?;
+        if let [b] = batches {
+            let n = tx.execute(&st.merge, &[]).await.map_err(DbError::pg("merge events"))?;
+            *written.entry(&b.file.name).or_default() += n;
+        } else {
+            for row in tx.query(&st.merge_counted, &[]).await.map_err(DbError::pg("merge events"))? {
+                let name: &str = row.get(0);
+                let n: i64 = row.get(1);
+                if let Some(b) = batches.iter().find(|b| b.file.name == name) {
+                    *written.entry(&b.file.name).or_default() += n as u64;
+                }
+            }
+        }
+    }
+    route.count();
+    Ok(Some(written))
+}
+
+/// Valid rows a batch offers the table: its events and its repeats.
+fn offered(b: &ValidatedBatch) -> u64 {
+    b.events.rows() + b.repeats.rows.rows()
 }
 
 /// Commits the batch by `route`. `Ok(None)`: the direct route met an id
@@ -106,25 +177,11 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch, route: Rout
     let file = &b.file;
     let st = &conn.stmts;
     let tx = conn.client.transaction().await.map_err(DbError::pg("begin"))?;
-    let mut written = 0u64;
-    if b.events.rows() > 0 {
-        match route {
-            Route::Direct => match copy_payload(&tx, &st.copy_events, b.events.bytes.clone()).await {
-                Ok(n) => written = n,
-                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                    tx.rollback().await.map_err(DbError::pg("rollback"))?;
-                    return Ok(None);
-                }
-                Err(e) => return Err(DbError::pg("copy events")(e)),
-            },
-            Route::Staging => {
-                copy_payload(&tx, &st.copy_staging, b.events.bytes.clone())
-                    .await
-                    .map_err(DbError::pg("copy events"))?;
-                written = tx.execute(&st.merge, &[]).await.map_err(DbError::pg("merge events"))?;
-            }
-        }
-    }
+    let Some(written) = put_events(&tx, st, std::slice::from_ref(b), route).await? else {
+        tx.rollback().await.map_err(DbError::pg("rollback"))?;
+        return Ok(None);
+    };
+    let written = written.values().sum::<u64>();
     if let Err(e) = copy_rejects(&tx, st, file, &b.rejects).await {
         if !e.is_unique_violation() {
             return Err(e);
@@ -137,7 +194,7 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch, route: Rout
     let counts = Counts {
         rows: b.rows,
         written,
-        duplicate: b.events.rows() - written + b.batch_duplicates,
+        duplicate: offered(b) - written + b.batch_duplicates,
         rejected: b.rejects.len() as u64,
     };
     debug_assert_eq!(counts.rows, counts.written + counts.duplicate + counts.rejected);
@@ -195,34 +252,10 @@ pub async fn commit_group(
 ) -> Result<Option<Vec<Counts>>, DbError> {
     let st = &conn.stmts;
     let tx = conn.client.transaction().await.map_err(DbError::pg("begin"))?;
-    let payload = CopyPayload::concat(group.iter().map(|b| &b.events));
-    let mut written: HashMap<&str, u64> = HashMap::new();
-    if payload.rows() > 0 {
-        match route {
-            Route::Direct => match copy_payload(&tx, &st.copy_events, payload.bytes).await {
-                Ok(_) => {
-                    for b in group {
-                        written.insert(&b.file.name, b.events.rows());
-                    }
-                }
-                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                    tx.rollback().await.map_err(DbError::pg("rollback"))?;
-                    return Ok(None);
-                }
-                Err(e) => return Err(DbError::pg("copy events")(e)),
-            },
-            Route::Staging => {
-                copy_payload(&tx, &st.copy_staging, payload.bytes).await.map_err(DbError::pg("copy events"))?;
-                for row in tx.query(&st.merge_counted, &[]).await.map_err(DbError::pg("merge events"))? {
-                    let name: &str = row.get(0);
-                    let n: i64 = row.get(1);
-                    if let Some(b) = group.iter().find(|b| b.file.name == name) {
-                        written.insert(&b.file.name, n as u64);
-                    }
-                }
-            }
-        }
-    }
+    let Some(written) = put_events(&tx, st, group, route).await? else {
+        tx.rollback().await.map_err(DbError::pg("rollback"))?;
+        return Ok(None);
+    };
     let rejects: Vec<(&FileTask, &[RejectRow])> = group.iter().map(|b| (&*b.file, &b.rejects[..])).collect();
     if let Err(e) = copy_rejects_of(&tx, st, &rejects).await {
         if !e.is_unique_violation() {
@@ -239,7 +272,7 @@ pub async fn commit_group(
             Counts {
                 rows: b.rows,
                 written: w,
-                duplicate: b.events.rows() - w + b.batch_duplicates,
+                duplicate: offered(b) - w + b.batch_duplicates,
                 rejected: b.rejects.len() as u64,
             }
         })

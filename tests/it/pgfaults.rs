@@ -156,13 +156,7 @@ fn assert_exact(pg: &PrivateDb, d: &Daemon, files: &[TestFile]) {
     let attempts = db.scalar("SELECT coalesce(sum(attempts), 0)::bigint FROM ingest_files");
     assert_eq!(attempts, 0, "failures counted against files; log:\n{}", d.log());
 
-    let stored: Vec<(String, String, i64)> = db
-        .client()
-        .query("SELECT event_id::text, source_file, source_line FROM ecommerce_events", &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let stored = db.stored();
     let want: BTreeSet<(String, String, i64)> = files.iter().flat_map(TestFile::stored).collect();
     let got_set: BTreeSet<(String, String, i64)> = stored.iter().cloned().collect();
     assert_eq!(got_set.len(), stored.len(), "an event stored twice");

@@ -208,13 +208,7 @@ fn assert_committed_exactly(db: &TestDb, d: &Daemon, files: &[&Input], moved: bo
         }
     }
     assert_eq!(db.scalar("SELECT coalesce(sum(attempts), 0)::bigint FROM ingest_files"), 0, "failures counted");
-    let stored: Vec<(String, String, i64)> = db
-        .client()
-        .query("SELECT event_id::text, source_file, source_line FROM ecommerce_events", &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let stored = db.stored();
     let got: BTreeSet<(String, String, i64)> = stored.iter().cloned().collect();
     assert_eq!(got.len(), stored.len(), "an event stored twice");
     let want: BTreeSet<(String, String, i64)> = files.iter().flat_map(|f| f.stored()).collect();

@@ -115,6 +115,17 @@ impl TestDb {
             .collect()
     }
 
+    /// (event_id, file, line) of every stored event, in the table's order
+    /// (unsorted: a caller that counts copies sees them all).
+    pub fn stored(&self) -> Vec<(String, String, i64)> {
+        self.client()
+            .query("SELECT event_id::text, source_file, source_line FROM ecommerce_events", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
     /// The migrated schema exists (the daemon applied it).
     pub fn has_schema(&self) -> bool {
         self.client()
