@@ -20,6 +20,26 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
 /// Bytes hashed for a file's fingerprint.
 const FINGERPRINT_BYTES: u64 = 64 * 1024;
 
+/// What a stat of a file says: enough to tell that a path still holds the
+/// very file seen before, unchanged (same inode, size and mtime).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ino: u64,
+}
+
+impl Stamp {
+    pub fn of(meta: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            size: meta.len(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ino: meta.ino(),
+        }
+    }
+}
+
 /// A file's identity within its path: its size and the SHA-256 of its first
 /// 64 KiB, as `<size>-<24 hex digits>`.
 pub fn fingerprint(file: &File, size: u64) -> io::Result<String> {

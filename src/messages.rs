@@ -84,6 +84,9 @@ pub struct FileTask {
     pub name: String,
     pub fingerprint: String,
     pub size: u64,
+    /// The stat the fingerprint was taken with: the same stat later means
+    /// the same file, without hashing it again.
+    pub stamp: crate::fsutil::Stamp,
     pub gzip: bool,
     /// Committed byte offset in the (decompressed) stream.
     pub offset: u64,
@@ -98,6 +101,8 @@ pub struct ClaimFile {
     pub name: String,
     pub fingerprint: String,
     pub size: u64,
+    /// The stat the fingerprint was taken with.
+    pub stamp: crate::fsutil::Stamp,
 }
 
 /// Watcher → CheckpointKeeper: files to register (or find); answers a
@@ -204,6 +209,9 @@ pub struct Counts {
     pub written: u64,
     pub duplicate: u64,
     pub rejected: u64,
+    /// The batch's transaction also marked its file done (its last batch,
+    /// rows adding up): the file's rejected rows in all, for its disk work.
+    pub file_done: Option<i64>,
 }
 
 /// Writer → CheckpointKeeper: a batch is durable.

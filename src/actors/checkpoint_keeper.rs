@@ -1,10 +1,11 @@
-//! CheckpointKeeper: owns the file states in `ingest_files`. It alone
-//! decides that a file is finished.
+//! CheckpointKeeper: owns the file states in `ingest_files` (claims,
+//! failures, parking) and the disk work of finished files.
 //!
 //! - Receives: `ClaimFile` (Watcher), `BatchCommitted` (Writer),
 //!   `RecordFailure` (Supervisor), `Pending` (Supervisor, for the drain).
 //! - Emits: `FileFinished` to the Watcher.
-//! - State: the number of files whose after-commit disk work is running.
+//! - State: the number of files whose after-commit disk work is running;
+//!   files waiting for the next mark-done or move round.
 //! - On restart: nothing is kept; the table is the state.
 //! - On drain: the Supervisor waits until its disk work is done (or the
 //!   deadline passes: the next start redoes it).
@@ -12,7 +13,9 @@
 //!   files are in flight.
 //!
 //! A file is done only when its last batch is committed and its rows add up
-//! (rows = written + duplicate + rejected). The disk work after that — the
+//! (rows = written + duplicate + rejected). Usually the last batch's own
+//! transaction marks it (`sql::ADVANCE_CHECKPOINT`); when it did not (a
+//! replayed last batch), this actor does. The disk work after that — the
 //! `<file>.rejects.csv` and the move — is idempotent and retried: if we die
 //! in the middle, the next claim of the same identity answers `Done` and
 //! redoes it, without reading a row again.
@@ -54,6 +57,10 @@ pub struct CheckpointKeeper {
     /// Files to mark done in the next round, and whether a round runs.
     to_mark: Vec<Arc<FileTask>>,
     marking: bool,
+    /// Files done without rejects, waiting to be moved in the next round,
+    /// and whether a round runs.
+    to_move: Vec<Arc<FileTask>>,
+    moving: bool,
 }
 
 impl CheckpointKeeper {
@@ -65,6 +72,8 @@ impl CheckpointKeeper {
             pending: 0,
             to_mark: Vec::new(),
             marking: false,
+            to_move: Vec::new(),
+            moving: false,
         }
     }
 
@@ -119,6 +128,65 @@ impl CheckpointKeeper {
                 act.finish(file, known, ctx);
             }
             act.mark_queued(ctx);
+        }));
+    }
+
+    /// A file its last batch's transaction marked done: its disk work.
+    /// Files without rejects only need moving, and many small files finish
+    /// at once: they are moved in rounds, one trip to the blocking pool per
+    /// round. A move that fails is retried alone (`finish`).
+    fn done(&mut self, file: Arc<FileTask>, rejected: i64, ctx: &mut Context<Self>) {
+        metrics().files_done.inc();
+        self.pending += 1;
+        if rejected > 0 {
+            self.finish(file, Some(rejected), ctx);
+            return;
+        }
+        self.to_move.push(file);
+        self.move_queued(ctx);
+    }
+
+    fn move_queued(&mut self, ctx: &mut Context<Self>) {
+        if self.moving || self.to_move.is_empty() {
+            return;
+        }
+        self.moving = true;
+        let files = std::mem::take(&mut self.to_move);
+        let settings = self.settings.clone();
+        let fut = tokio::task::spawn_blocking(move || {
+            files
+                .into_iter()
+                .map(|file| {
+                    crate::failpoints::hit("before_disk_work", &file.name);
+                    crate::failpoints::hit("before_move", &file.name);
+                    let moved = after_commit(&settings, &file);
+                    (file, moved)
+                })
+                .collect::<Vec<_>>()
+        });
+        ctx.spawn(fut.into_actor(self).map(|moved, act, ctx| {
+            act.moving = false;
+            match moved {
+                Ok(moved) => {
+                    for (file, result) in moved {
+                        match result {
+                            Ok(()) => {
+                                act.pending -= 1;
+                                act.finished(file.path.clone(), file.fingerprint.clone(), false);
+                            }
+                            Err(e) => {
+                                metrics().disk_errors.inc();
+                                tracing::warn!(file = %file.name, error = %e, "after-commit disk work failed; retrying");
+                                act.finish(file, Some(0), ctx);
+                            }
+                        }
+                    }
+                }
+                // The round's files stay pending; the next start redoes
+                // their disk work (they are done in the table).
+                Err(e) => tracing::error!(error = %e, "moving finished files failed"),
+            }
+            act.move_queued(ctx);
         }));
     }
 
@@ -322,7 +390,11 @@ fn after_commit(settings: &KeeperSettings, file: &FileTask) -> Result<(), String
     // producer reusing it) is left for the Watcher, never moved unread.
     let present = crate::fsutil::open_regular(&file.path)
         .and_then(|f| {
-            let size = f.metadata()?.len();
+            let meta = f.metadata()?;
+            if crate::fsutil::Stamp::of(&meta) == file.stamp {
+                return Ok(true);
+            }
+            let size = meta.len();
             Ok(size == file.size && crate::fsutil::fingerprint(&f, size)? == file.fingerprint)
         })
         .unwrap_or(false);
@@ -452,6 +524,7 @@ impl Handler<ClaimFiles> for CheckpointKeeper {
                     name: f.name,
                     fingerprint: f.fingerprint,
                     size: f.size,
+                    stamp: f.stamp,
                     offset: offset as u64,
                     line: line as u64,
                 };
@@ -479,7 +552,12 @@ impl Handler<BatchCommitted> for CheckpointKeeper {
     fn handle(&mut self, msg: BatchCommitted, ctx: &mut Context<Self>) {
         match msg.end {
             BatchEnd::More => {}
-            BatchEnd::Eof => self.complete(msg.file, ctx),
+            BatchEnd::Eof => match msg.counts.file_done {
+                // Marked done by the batch's own transaction: straight to
+                // the disk work.
+                Some(rejected) => self.done(msg.file, rejected, ctx),
+                None => self.complete(msg.file, ctx),
+            },
             BatchEnd::Abort { error, park: false } => {
                 metrics().watch_errors.inc();
                 tracing::warn!(file = %msg.file.name, %error, "cannot read file; will retry later");

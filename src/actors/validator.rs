@@ -17,7 +17,7 @@
 //! them off the actor thread.
 
 use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 use actix::prelude::*;
 
@@ -37,16 +37,31 @@ const GENERATION: usize = 57_344;
 /// database, or a hash collision. So it is only *presumed* one, and the
 /// Writer checks it against the table; guessing wrong costs time, never
 /// correctness.
-#[derive(Default)]
 pub struct RecentIds {
-    hasher: RandomState,
-    current: HashSet<u64>,
-    previous: HashSet<u64>,
+    /// Keys the hash per process, so no input can aim at collisions.
+    seed: u64,
+    current: HashSet<u64, BuildHasherDefault<Prehashed>>,
+    previous: HashSet<u64, BuildHasherDefault<Prehashed>>,
+}
+
+impl Default for RecentIds {
+    fn default() -> Self {
+        RecentIds { seed: RandomState::new().hash_one(0u8), current: HashSet::default(), previous: HashSet::default() }
+    }
 }
 
 impl RecentIds {
+    /// Both halves of the id through a 64-bit finalizer (splitmix64's):
+    /// every input bit moves every output bit, so sequential ids spread
+    /// over the table as well as random ones.
     fn key(&self, id: &uuid::Uuid) -> u64 {
-        self.hasher.hash_one(id.as_u128())
+        fn mix(mut z: u64) -> u64 {
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        let (hi, lo) = id.as_u64_pair();
+        mix(hi ^ mix(lo ^ self.seed))
     }
 
     pub fn contains(&self, id: &uuid::Uuid) -> bool {
@@ -61,6 +76,27 @@ impl RecentIds {
         }
         let k = self.key(id);
         self.current.insert(k);
+    }
+}
+
+/// The hasher of sets whose keys are hashes already.
+#[derive(Default)]
+pub struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed here; anything else folds in.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -79,7 +115,7 @@ impl Validator {
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.recent.is_none() || self.queue.is_empty() {
+        if self.recent.is_none() {
             return;
         }
         let Some(batch) = self.queue.pop_front() else { return };

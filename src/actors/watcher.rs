@@ -20,7 +20,6 @@
 //! and every `rescan_interval_ms`; a hint only makes a file seen sooner.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,6 +30,7 @@ use notify::{EventKind, RecursiveMode, Watcher as _};
 
 use crate::actors::checkpoint_keeper::CheckpointKeeper;
 use crate::actors::parser::Parser;
+use crate::fsutil::Stamp;
 use crate::messages::{Claim, ClaimFile, ClaimFiles, FileFinished, IsIdle, ReadFile, StopIntake};
 use crate::metrics::metrics;
 
@@ -46,16 +46,8 @@ pub struct WatcherSettings {
     pub files_in_flight: usize,
 }
 
-/// What a stat of the file said last time, and since when.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stat {
-    size: u64,
-    mtime_ns: i128,
-    ino: u64,
-}
-
 struct Candidate {
-    stat: Stat,
+    stat: Stamp,
     /// Monotonic time since the stat has not changed (wall-clock mtimes can
     /// be in the future or jump back).
     since: Instant,
@@ -70,18 +62,18 @@ pub struct Watcher {
     /// Files waiting for their size and mtime to hold still.
     candidates: HashMap<PathBuf, Candidate>,
     /// Stable files waiting for a slot, claimed in name order.
-    ready: BTreeMap<PathBuf, Stat>,
+    ready: BTreeMap<PathBuf, Stamp>,
     /// Dispatched (claimed and being read) files, with their fingerprint.
     in_flight: HashMap<PathBuf, String>,
     /// Being identified or claimed right now.
     claiming: HashSet<PathBuf>,
     /// Identities already finished, by path, with the stat they had.
-    finished: HashMap<PathBuf, Stat>,
+    finished: HashMap<PathBuf, Stamp>,
     /// Files that could not be identified or read (permission denied,
     /// changing under us), with the stat they had: tried again on the next
     /// periodic rescan or when they change, and not waited for by
     /// `--until-idle`.
-    erroring: HashMap<PathBuf, Stat>,
+    erroring: HashMap<PathBuf, Stamp>,
     /// Set by notify's thread when a hint could not be queued.
     rescan_needed: Arc<AtomicBool>,
     scanning: bool,
@@ -195,7 +187,7 @@ impl Watcher {
     }
 
     /// Records what a stat said about a candidate.
-    fn observe(&mut self, path: PathBuf, stat: Stat, renamed: bool) {
+    fn observe(&mut self, path: PathBuf, stat: Stamp, renamed: bool) {
         if self.in_flight.contains_key(&path) || self.claiming.contains(&path) {
             return;
         }
@@ -264,7 +256,7 @@ impl Watcher {
 
     /// Identifies the files and claims them in one request: one round at a
     /// time, so many ready files share one statement.
-    fn claim(&mut self, picked: Vec<(PathBuf, Stat)>, ctx: &mut Context<Self>) {
+    fn claim(&mut self, picked: Vec<(PathBuf, Stamp)>, ctx: &mut Context<Self>) {
         self.claim_busy = true;
         let ck = self.ck.clone();
         let fut = async move {
@@ -298,6 +290,7 @@ impl Watcher {
                         name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
                         fingerprint: fp.fingerprint.clone(),
                         size: fp.stat.size,
+                        stamp: fp.stat.clone(),
                     })
                     .collect(),
             );
@@ -324,7 +317,7 @@ impl Watcher {
     fn claimed(
         &mut self,
         path: PathBuf,
-        stat: Stat,
+        stat: Stamp,
         res: Result<(Claim, Fingerprint), String>,
         ctx: &mut Context<Self>,
     ) {
@@ -506,19 +499,15 @@ pub fn is_candidate_name(path: &Path) -> bool {
 
 /// lstat: only regular files qualify; symlinks, FIFOs, sockets and
 /// directories are never opened.
-fn stat_candidate(path: &Path) -> Option<Stat> {
+fn stat_candidate(path: &Path) -> Option<Stamp> {
     let meta = std::fs::symlink_metadata(path).ok()?;
     if !meta.file_type().is_file() {
         return None;
     }
-    Some(Stat {
-        size: meta.len(),
-        mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-        ino: meta.ino(),
-    })
+    Some(Stamp::of(&meta))
 }
 
-fn list_candidates(dir: &Path) -> std::io::Result<Vec<(PathBuf, Stat)>> {
+fn list_candidates(dir: &Path) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -540,19 +529,14 @@ fn list_candidates(dir: &Path) -> std::io::Result<Vec<(PathBuf, Stat)>> {
 
 struct Fingerprint {
     fingerprint: String,
-    stat: Stat,
+    stat: Stamp,
 }
 
 /// size + SHA-256 of the first bytes. Opened without following links and
 /// without blocking (a FIFO swapped in after the lstat must not hang us).
-fn fingerprint(path: &Path, expected: &Stat) -> std::io::Result<Fingerprint> {
+fn fingerprint(path: &Path, expected: &Stamp) -> std::io::Result<Fingerprint> {
     let file = crate::fsutil::open_regular(path)?;
-    let meta = file.metadata()?;
-    let stat = Stat {
-        size: meta.len(),
-        mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-        ino: meta.ino(),
-    };
+    let stat = Stamp::of(&file.metadata()?);
     if &stat != expected {
         return Err(std::io::Error::other("file changed while being identified"));
     }

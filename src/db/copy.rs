@@ -6,6 +6,8 @@
 //! the Writer only streams it: no per-row work on the thread that drives
 //! the database connections.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_postgres::types::{ToSql, Type};
 
@@ -19,7 +21,7 @@ pub const COLUMNS: usize = 14;
 /// Builds one batch's COPY payload.
 pub struct CopyEncoder {
     buf: BytesMut,
-    rows: u64,
+    starts: Vec<usize>,
 }
 
 /// A batch's encoded rows.
@@ -27,30 +29,48 @@ pub struct CopyEncoder {
 pub struct CopyPayload {
     /// Header, rows, trailer: ready for `COPY … FROM STDIN (FORMAT binary)`.
     pub bytes: Bytes,
-    rows: u64,
+    /// Where each row starts in `bytes` (for `merge`).
+    starts: Arc<[usize]>,
 }
 
 impl CopyPayload {
     pub fn rows(&self) -> u64 {
-        self.rows
+        self.starts.len() as u64
     }
 
-    /// One payload holding the rows of several (no copy when only one has
-    /// rows).
-    pub fn concat<'a>(parts: impl IntoIterator<Item = &'a CopyPayload>) -> CopyPayload {
-        let parts: Vec<&CopyPayload> = parts.into_iter().filter(|p| p.rows > 0).collect();
+    /// The rows, each as one slice.
+    fn row_slices(&self) -> impl Iterator<Item = &[u8]> {
+        let ends = self.starts.iter().skip(1).copied().chain(std::iter::once(self.bytes.len() - 2));
+        self.starts.iter().zip(ends).map(|(&a, b)| &self.bytes[a..b])
+    }
+
+    /// One payload holding the rows of several, in event_id order (no copy
+    /// when only one has rows). Each part is in event_id order already (the
+    /// Validator sorts), so a group of small files' batches goes into the
+    /// table in one sorted pass too: index inserts stay near each other,
+    /// and two connections take shared ids in the same order (one waits
+    /// instead of deadlocking). Rows with the same id keep the parts' order.
+    pub fn merge<'a>(parts: impl IntoIterator<Item = &'a CopyPayload>) -> CopyPayload {
+        let parts: Vec<&CopyPayload> = parts.into_iter().filter(|p| p.rows() > 0).collect();
         match parts[..] {
             [] => CopyEncoder::new(0).finish(),
             [one] => one.clone(),
             _ => {
-                let len = parts.iter().map(|p| p.bytes.len()).sum::<usize>();
-                let mut buf = BytesMut::with_capacity(len);
-                buf.put_slice(HEADER);
+                let mut rows: Vec<&[u8]> = Vec::with_capacity(parts.iter().map(|p| p.starts.len()).sum());
                 for p in &parts {
-                    buf.put_slice(&p.bytes[HEADER.len()..p.bytes.len() - 2]);
+                    rows.extend(p.row_slices());
                 }
-                buf.put_i16(-1);
-                CopyPayload { bytes: buf.freeze(), rows: parts.iter().map(|p| p.rows).sum() }
+                // A row starts with its field count (2 bytes), then the
+                // event_id's length (4) and its 16 bytes: the same order as
+                // `Uuid`'s.
+                rows.sort_by_key(|row| u128::from_be_bytes(row[6..22].try_into().expect("16 bytes")));
+                let mut enc = CopyEncoder::new(parts.iter().map(|p| p.bytes.len()).sum());
+                enc.starts.reserve_exact(rows.len());
+                for row in &rows {
+                    enc.starts.push(enc.buf.len());
+                    enc.buf.put_slice(row);
+                }
+                enc.finish()
             }
         }
     }
@@ -60,11 +80,12 @@ impl CopyEncoder {
     pub fn new(capacity: usize) -> Self {
         let mut buf = BytesMut::with_capacity(capacity.max(HEADER.len() + 2));
         buf.put_slice(HEADER);
-        CopyEncoder { buf, rows: 0 }
+        CopyEncoder { buf, starts: Vec::new() }
     }
 
     /// Appends one row: the event, its line and its file.
     pub fn push(&mut self, e: &Event<'_>, line: u64, source_file: &str) {
+        self.starts.push(self.buf.len());
         self.buf.put_i16(COLUMNS as i16);
         self.field(&e.event_id, &Type::UUID);
         self.field(&e.event_type, &Type::TEXT);
@@ -80,7 +101,6 @@ impl CopyEncoder {
         self.field(&e.user_agent, &Type::TEXT);
         self.field(&(line as i64), &Type::INT8);
         self.field(&source_file, &Type::TEXT);
-        self.rows += 1;
     }
 
     fn field(&mut self, value: &(dyn ToSql + Sync), ty: &Type) {
@@ -102,7 +122,7 @@ impl CopyEncoder {
     /// The payload, with its trailer.
     pub fn finish(mut self) -> CopyPayload {
         self.buf.put_i16(-1);
-        CopyPayload { bytes: self.buf.freeze(), rows: self.rows }
+        CopyPayload { bytes: self.buf.freeze(), starts: self.starts.into() }
     }
 }
 
@@ -110,6 +130,45 @@ impl CopyEncoder {
 mod tests {
     use super::*;
     use crate::core::event::Event;
+
+    fn event(id: u128, user: &str) -> Event<'_> {
+        Event {
+            event_id: uuid::Uuid::from_u128(id),
+            event_type: "view",
+            user_id: user,
+            session_id: Some("s"),
+            product_id: "p",
+            product_name: None,
+            product_category: Some("books"),
+            price: Some(rust_decimal::Decimal::new(1999, 2)),
+            quantity: 2,
+            event_timestamp: chrono::DateTime::UNIX_EPOCH,
+            device_type: None,
+            user_agent: Some("agent"),
+        }
+    }
+
+    fn encode(rows: &[(u128, &str, u64)]) -> CopyPayload {
+        let mut enc = CopyEncoder::new(0);
+        for (id, user, line) in rows {
+            enc.push(&event(*id, user), *line, "f.csv");
+        }
+        enc.finish()
+    }
+
+    /// Sorted parts merge into one sorted payload, byte for byte what
+    /// encoding the rows in that order gives; equal ids keep part order.
+    #[test]
+    fn merge_keeps_event_id_order() {
+        let a = encode(&[(1, "a", 1), (5, "a", 2), (9, "a", 3)]);
+        let b = encode(&[(2, "b", 1), (5, "b", 2), (1 << 100, "b", 3)]);
+        let c = encode(&[(3, "c", 1)]);
+        let merged = CopyPayload::merge([&a, &CopyEncoder::new(0).finish(), &b, &c]);
+        let want =
+            encode(&[(1, "a", 1), (2, "b", 1), (3, "c", 1), (5, "a", 2), (5, "b", 2), (9, "a", 3), (1 << 100, "b", 3)]);
+        assert_eq!(merged.rows(), 7);
+        assert_eq!(merged.bytes, want.bytes);
+    }
 
     /// The layout PostgreSQL expects: signature, flags, extension length,
     /// then per row a field count and length-prefixed fields (-1 = NULL),
@@ -147,7 +206,7 @@ mod tests {
         two.push(&e, 2, "f.csv");
         two.push(&e, 2, "f.csv");
         let two = two.finish();
-        assert_eq!(CopyPayload::concat([&p, &CopyEncoder::new(0).finish(), &p]).bytes, two.bytes);
-        assert_eq!(CopyPayload::concat([&p, &p]).rows(), 2);
+        assert_eq!(CopyPayload::merge([&p, &CopyEncoder::new(0).finish(), &p]).bytes, two.bytes);
+        assert_eq!(CopyPayload::merge([&p, &p]).rows(), 2);
     }
 }

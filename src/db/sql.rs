@@ -63,21 +63,37 @@ pub const COPY_REJECTS: &str = "COPY ingest_rejects (file_id, source_file, sourc
     raw_line, raw_truncated) FROM STDIN (FORMAT binary)";
 /// The checkpoint fence: advances only from the offset the batch starts at,
 /// so a replayed or stale batch matches no row and its transaction is
-/// rolled back.
+/// rolled back. `$10`: the file's last batch; the file is then done in the
+/// same transaction, if its rows add up (otherwise the CheckpointKeeper
+/// looks at it). Answers whether the file is done, and its rejected rows.
+/// (`rows_*` on the right are the values before the update.)
 pub const ADVANCE_CHECKPOINT: &str = "UPDATE ingest_files SET committed_offset = $3, committed_line = $4, \
     rows_total = rows_total + $5, rows_written = rows_written + $6, rows_duplicate = rows_duplicate + $7, \
-    rows_rejected = rows_rejected + $8, batches = batches + 1, state = 'in_progress', updated_at = now(), \
-    header = COALESCE(header, $9) \
-    WHERE id = $1 AND committed_offset = $2 AND state IN ('pending', 'in_progress')";
+    rows_rejected = rows_rejected + $8, batches = batches + 1, \
+    state = CASE WHEN $10 AND rows_total + $5 = rows_written + $6 + rows_duplicate + $7 + rows_rejected + $8 \
+    THEN 'done' ELSE 'in_progress' END, \
+    finished_at = CASE WHEN $10 AND rows_total + $5 = rows_written + $6 + rows_duplicate + $7 + rows_rejected + $8 \
+    THEN now() END, \
+    updated_at = now(), header = COALESCE(header, $9) \
+    WHERE id = $1 AND committed_offset = $2 AND state IN ('pending', 'in_progress') \
+    RETURNING state = 'done', rows_rejected";
 /// The fence for a group of batches of different files, one statement:
-/// every file must match, or the caller rolls back.
+/// every file must match, or the caller rolls back. Otherwise as
+/// `ADVANCE_CHECKPOINT`, per file.
 pub const ADVANCE_CHECKPOINTS: &str = "UPDATE ingest_files AS f SET committed_offset = v.end_offset, \
     committed_line = v.end_line, rows_total = f.rows_total + v.rows, rows_written = f.rows_written + v.written, \
     rows_duplicate = f.rows_duplicate + v.duplicate, rows_rejected = f.rows_rejected + v.rejected, \
-    batches = f.batches + 1, state = 'in_progress', updated_at = now(), header = COALESCE(f.header, v.header) \
+    batches = f.batches + 1, \
+    state = CASE WHEN v.last AND f.rows_total + v.rows = f.rows_written + v.written + f.rows_duplicate \
+    + v.duplicate + f.rows_rejected + v.rejected THEN 'done' ELSE 'in_progress' END, \
+    finished_at = CASE WHEN v.last AND f.rows_total + v.rows = f.rows_written + v.written + f.rows_duplicate \
+    + v.duplicate + f.rows_rejected + v.rejected THEN now() END, \
+    updated_at = now(), header = COALESCE(f.header, v.header) \
     FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[], \
-    $9::bytea[]) AS v(id, start_offset, end_offset, end_line, rows, written, duplicate, rejected, header) \
-    WHERE f.id = v.id AND f.committed_offset = v.start_offset AND f.state IN ('pending', 'in_progress')";
+    $9::bytea[], $10::bool[]) AS v(id, start_offset, end_offset, end_line, rows, written, duplicate, rejected, \
+    header, last) \
+    WHERE f.id = v.id AND f.committed_offset = v.start_offset AND f.state IN ('pending', 'in_progress') \
+    RETURNING f.id, f.state = 'done', f.rows_rejected";
 pub const READ_CHECKPOINT: &str = "SELECT committed_offset, state FROM ingest_files WHERE id = $1";
 
 /// Registers identities, or finds them; one row per input, with the

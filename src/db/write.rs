@@ -23,7 +23,7 @@ use crate::core::record::RawRecord;
 use crate::core::validate::validate;
 use crate::db::copy::{CopyEncoder, CopyPayload};
 use crate::db::{sql, DbError, Pool};
-use crate::messages::{Counts, FileTask, RejectRow, ValidatedBatch};
+use crate::messages::{BatchEnd, Counts, FileTask, RejectRow, ValidatedBatch};
 use crate::metrics::metrics;
 
 /// The Writer's own connection. It is taken from the pool's manager but
@@ -128,7 +128,7 @@ async fn put_events<'a>(
     let mut written: HashMap<&str, u64> = batches.iter().map(|b| (b.file.name.as_str(), 0)).collect();
     let merged = match route {
         Route::Direct => {
-            let events = CopyPayload::concat(batches.iter().map(|b| &b.events));
+            let events = merged(batches.iter().map(|b| &b.events)).await;
             if events.rows() > 0 {
                 match copy_payload(tx, &st.copy_events, events.bytes).await {
                     Ok(_) => {}
@@ -142,9 +142,9 @@ async fn put_events<'a>(
                     *written.entry(&b.file.name).or_default() += b.events.rows();
                 }
             }
-            CopyPayload::concat(batches.iter().map(|b| &b.repeats.rows))
+            merged(batches.iter().map(|b| &b.repeats.rows)).await
         }
-        Route::Staging => CopyPayload::concat(batches.iter().flat_map(|b| [&b.events, &b.repeats.rows])),
+        Route::Staging => merged(batches.iter().flat_map(|b| [&b.events, &b.repeats.rows])).await,
     };
     if merged.rows() > 0 {
         copy_payload(tx, &st.copy_staging, merged.bytes).await.map_err(DbError::pg("copy events"))?;
@@ -163,6 +163,21 @@ async fn put_events<'a>(
     }
     route.count();
     Ok(Some(written))
+}
+
+/// `CopyPayload::merge`, on the blocking pool when there is work to do: a
+/// group of small files' batches is a megabyte to sort and copy, and this
+/// thread drives every connection.
+async fn merged<'a>(parts: impl IntoIterator<Item = &'a CopyPayload>) -> CopyPayload {
+    let parts: Vec<CopyPayload> = parts.into_iter().filter(|p| p.rows() > 0).cloned().collect();
+    if parts.len() < 2 {
+        return CopyPayload::merge(&parts);
+    }
+    match tokio::task::spawn_blocking(move || CopyPayload::merge(&parts)).await {
+        Ok(p) => p,
+        // A bug, as it would be here.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 /// Valid rows a batch offers the table: its events and its repeats.
@@ -196,12 +211,12 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch, route: Rout
         written,
         duplicate: offered(b) - written + b.batch_duplicates,
         rejected: b.rejects.len() as u64,
+        file_done: None,
     };
     debug_assert_eq!(counts.rows, counts.written + counts.duplicate + counts.rejected);
-    if advance_and_commit(tx, st, b, counts).await? {
-        Ok(Some(Outcome::Committed(counts)))
-    } else {
-        fence_missed(&conn.client, b).await.map(Some)
+    match advance_and_commit(tx, st, b, counts).await? {
+        Some(file_done) => Ok(Some(Outcome::Committed(Counts { file_done, ..counts }))),
+        None => fence_missed(&conn.client, b).await.map(Some),
     }
 }
 
@@ -274,6 +289,7 @@ pub async fn commit_group(
                 written: w,
                 duplicate: offered(b) - w + b.batch_duplicates,
                 rejected: b.rejects.len() as u64,
+                file_done: None,
             }
         })
         .collect();
@@ -281,8 +297,9 @@ pub async fn commit_group(
         group.iter().zip(&counts).map(|(b, c)| f(b, c)).collect()
     };
     let headers: Vec<&[u8]> = group.iter().map(|b| b.header.raw()).collect();
+    let last: Vec<bool> = group.iter().map(|b| b.end == BatchEnd::Eof).collect();
     let advanced = tx
-        .execute(
+        .query(
             &st.advance_many,
             &[
                 &col(&|b, _| b.file.file_id),
@@ -294,29 +311,35 @@ pub async fn commit_group(
                 &col(&|_, c| c.duplicate as i64),
                 &col(&|_, c| c.rejected as i64),
                 &headers,
+                &last,
             ],
         )
         .await
         .map_err(DbError::pg("advance checkpoints"))?;
-    if advanced != group.len() as u64 {
+    if advanced.len() != group.len() {
         tx.rollback().await.map_err(DbError::pg("rollback"))?;
         return Err(DbError::GroupFence);
     }
     crate::failpoints::hit("before_commit", &group[0].file.name);
     tx.commit().await.map_err(DbError::pg("commit"))?;
+    let done: HashMap<i64, i64> =
+        advanced.iter().filter(|r| r.get::<_, bool>(1)).map(|r| (r.get(0), r.get(2))).collect();
+    let counts =
+        group.iter().zip(counts).map(|(b, c)| Counts { file_done: done.get(&b.file.file_id).copied(), ..c }).collect();
     Ok(Some(counts))
 }
 
-/// Advances the checkpoint (the fence) and commits. `false`: the fence
-/// matched no row and the transaction was rolled back.
+/// Advances the checkpoint (the fence) and commits. `None`: the fence
+/// matched no row and the transaction was rolled back. `Some(file_done)`:
+/// committed; `file_done` as in `Counts`.
 async fn advance_and_commit(
     tx: Transaction<'_>,
     st: &Statements,
     b: &ValidatedBatch,
     counts: Counts,
-) -> Result<bool, DbError> {
+) -> Result<Option<Option<i64>>, DbError> {
     let advanced = tx
-        .execute(
+        .query_opt(
             &st.advance,
             &[
                 &b.file.file_id,
@@ -328,14 +351,16 @@ async fn advance_and_commit(
                 &(counts.duplicate as i64),
                 &(counts.rejected as i64),
                 &b.header.raw(),
+                &(b.end == BatchEnd::Eof),
             ],
         )
         .await
         .map_err(DbError::pg("advance checkpoint"))?;
-    if advanced != 1 {
+    let Some(advanced) = advanced else {
         tx.rollback().await.map_err(DbError::pg("rollback"))?;
-        return Ok(false);
-    }
+        return Ok(None);
+    };
+    let file_done = advanced.get::<_, bool>(0).then(|| advanced.get::<_, i64>(1));
     // If we die here the outcome is unknown to us; the replay's fence will
     // find out.
     crate::failpoints::hit("before_commit", &b.file.name);
@@ -347,7 +372,7 @@ async fn advance_and_commit(
             timeout: Default::default(),
         });
     }
-    Ok(true)
+    Ok(Some(file_done))
 }
 
 /// The fence matched no row: either an earlier attempt committed this batch
@@ -464,12 +489,12 @@ pub async fn commit_isolated(
         written,
         duplicate: valid.len() as u64 - refused - written + batch_duplicates,
         rejected: rejects.len() as u64,
+        file_done: None,
     };
     debug_assert_eq!(counts.rows, counts.written + counts.duplicate + counts.rejected);
-    if advance_and_commit(tx, st, b, counts).await? {
-        Ok((Outcome::Committed(counts), refused))
-    } else {
-        Ok((fence_missed(&conn.client, b).await?, 0))
+    match advance_and_commit(tx, st, b, counts).await? {
+        Some(file_done) => Ok((Outcome::Committed(Counts { file_done, ..counts }), refused)),
+        None => Ok((fence_missed(&conn.client, b).await?, 0)),
     }
 }
 
