@@ -229,7 +229,11 @@ fn read_batch(work: Work, settings: &ParserSettings) -> ReadResult {
         }
     };
     crate::failpoints::hit("parser_batch", &cursor.task.name);
-    let mut records = RecordBatch::with_capacity(settings.batch_rows.min(16_384));
+    // Room for the rows the rest of the file can hold (a row takes 10
+    // bytes at least): a small file must not reserve a full batch's room,
+    // which thousands of them would scatter over the heap.
+    let left = if cursor.task.gzip { u64::MAX } else { cursor.task.size.saturating_sub(cursor.offset) / 10 + 1 };
+    let mut records = RecordBatch::with_capacity(settings.batch_rows.min(16_384).min(left as usize));
     let mut eof = false;
     let result = (|| {
         // Full at batch_rows rows or batch_bytes bytes, whichever comes

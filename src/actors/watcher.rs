@@ -5,21 +5,23 @@
 //!   `FileFinished` (CheckpointKeeper), `StopIntake`, `IsIdle` (Supervisor).
 //! - Emits: `ClaimFiles` to the CheckpointKeeper (up to 128 files a
 //!   request, one request at a time), `ReadFile` to the Parser.
-//! - State: candidates and how long they have held still; stable files
-//!   waiting for a slot (in name order); files in flight;
-//!   a cache of finished identities so a rescan does not hash them again.
+//! - State: a window of at most `WINDOW` waiting files — candidates and how
+//!   long they have held still, stable files waiting for a slot (in name
+//!   order) — and a count of the files beyond it; files in flight; a cache
+//!   of finished identities so a rescan does not hash them again.
 //! - On restart: nothing is kept; a full scan rebuilds everything and the
 //!   CheckpointKeeper says where each file resumes.
 //! - On drain: stops scanning and dispatching; files in flight are left to
 //!   the Parser's drain.
 //! - Backpressure: at most `files_in_flight` files are dispatched at once;
-//!   the rest wait here as small path entries, never as data.
+//!   up to `WINDOW` more wait here as small path entries, never as data,
+//!   and the rest only as a count: memory does not grow with the backlog.
 //!
 //! Correctness never depends on notify (it misses pre-existing files, moves
 //! from other file systems and queue overflows): a full rescan runs at start
 //! and every `rescan_interval_ms`; a hint only makes a file seen sooner.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,6 +40,10 @@ use crate::metrics::metrics;
 const TICK: Duration = Duration::from_millis(50);
 /// Files claimed in one request at most.
 const CLAIM_BATCH: usize = 128;
+/// Waiting files (candidates and ready) held at most. Enough to keep
+/// `files_in_flight` fed between listings; a larger backlog is only counted,
+/// so memory does not grow with it.
+const WINDOW: usize = 16_384;
 
 pub struct WatcherSettings {
     pub incoming: PathBuf,
@@ -63,6 +69,9 @@ pub struct Watcher {
     candidates: HashMap<PathBuf, Candidate>,
     /// Stable files waiting for a slot, claimed in name order.
     ready: BTreeMap<PathBuf, Stamp>,
+    /// Candidate files seen beyond the window (`WINDOW`): counted, not
+    /// held; the next listing picks them up.
+    beyond: usize,
     /// Dispatched (claimed and being read) files, with their fingerprint.
     in_flight: HashMap<PathBuf, String>,
     /// Being identified or claimed right now.
@@ -97,6 +106,7 @@ impl Watcher {
             parser,
             candidates: HashMap::new(),
             ready: BTreeMap::new(),
+            beyond: 0,
             in_flight: HashMap::new(),
             claiming: HashSet::new(),
             finished: HashMap::new(),
@@ -160,21 +170,27 @@ impl Watcher {
         self.last_scan = Instant::now();
         self.rescan_needed.store(false, Ordering::Relaxed);
         let dir = self.settings.incoming.clone();
-        let fut = async move { tokio::task::spawn_blocking(move || list_candidates(&dir)).await };
+        let held: HashSet<PathBuf> = (self.in_flight.keys())
+            .chain(self.claiming.iter())
+            .chain(self.finished.keys())
+            .chain(self.erroring.keys())
+            .cloned()
+            .collect();
+        let fut = async move { tokio::task::spawn_blocking(move || list_candidates(&dir, &held, WINDOW)).await };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.scanning = false;
             match res {
-                Ok(Ok(found)) => {
+                Ok(Ok(listing)) => {
                     act.scans_completed += 1;
-                    let present: HashSet<&PathBuf> = found.iter().map(|(p, _)| p).collect();
-                    act.candidates.retain(|p, _| present.contains(p));
-                    act.ready.retain(|p, _| present.contains(p));
-                    act.finished.retain(|p, _| present.contains(p));
-                    act.erroring.retain(|p, _| present.contains(p));
-                    for (path, stat) in found {
+                    let listed: HashSet<&PathBuf> = listing.window.iter().map(|(p, _)| p).collect();
+                    act.candidates.retain(|p, _| listed.contains(p));
+                    act.ready.retain(|p, _| listed.contains(p));
+                    act.finished.retain(|p, _| listing.held_present.contains(p));
+                    act.erroring.retain(|p, _| listing.held_present.contains(p));
+                    act.beyond = listing.beyond;
+                    for (path, stat) in listing.window {
                         act.observe(path, stat, false);
                     }
-                    metrics().files_pending.set((act.candidates.len() + act.ready.len()) as i64);
                     act.dispatch(ctx);
                 }
                 Ok(Err(e)) => {
@@ -251,6 +267,11 @@ impl Watcher {
         }
         if !picked.is_empty() {
             self.claim(picked, ctx);
+        }
+        metrics().files_pending.set((self.candidates.len() + self.ready.len() + self.beyond) as i64);
+        // The window is running low and files wait beyond it: list again.
+        if self.beyond > 0 && self.candidates.len() + self.ready.len() < WINDOW / 2 {
+            self.scan(ctx, false);
         }
     }
 
@@ -431,6 +452,12 @@ impl Handler<Hint> for Watcher {
             return;
         }
         self.dirty = true;
+        let tracked = self.candidates.contains_key(&path) || self.ready.contains_key(&path);
+        if !tracked && self.candidates.len() + self.ready.len() >= WINDOW {
+            // The window is full: the file waits for a later listing.
+            self.beyond += 1;
+            return;
+        }
         if let Some(stat) = stat_candidate(&path) {
             self.observe(path, stat, msg.renamed);
             if msg.renamed {
@@ -472,6 +499,7 @@ impl Handler<IsIdle> for Watcher {
     fn handle(&mut self, _: IsIdle, ctx: &mut Context<Self>) -> bool {
         let quiet = self.candidates.is_empty()
             && self.ready.is_empty()
+            && self.beyond == 0
             && self.in_flight.is_empty()
             && self.claiming.is_empty();
         if !quiet {
@@ -507,24 +535,46 @@ fn stat_candidate(path: &Path) -> Option<Stamp> {
     Some(Stamp::of(&meta))
 }
 
-fn list_candidates(dir: &Path) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
-    let mut out = Vec::new();
+/// What a scan found: the first `limit` candidate files by name, other than
+/// the ones the Watcher holds (regular files, with their stat); which of the
+/// held ones are still there; how many candidates wait beyond the window.
+struct Listing {
+    window: Vec<(PathBuf, Stamp)>,
+    held_present: HashSet<PathBuf>,
+    beyond: usize,
+}
+
+/// Lists the folder keeping only a window of `limit` names (a max-heap of
+/// the smallest): a backlog of a million files costs a count, not a million
+/// entries. Only the window is stat'ed; the type comes from the directory
+/// entry.
+fn list_candidates(dir: &Path, held: &HashSet<PathBuf>, limit: usize) -> std::io::Result<Listing> {
+    let mut heap: BinaryHeap<PathBuf> = BinaryHeap::new();
+    let mut held_present = HashSet::new();
+    let mut beyond = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
         if !is_candidate_name(&path) {
             continue;
         }
-        match stat_candidate(&path) {
-            Some(stat) => out.push((path, stat)),
-            None => {
-                if std::fs::symlink_metadata(&path).is_ok() {
-                    tracing::debug!(file = %path.display(), "skipping: not a regular file");
-                }
-            }
+        if held.contains(&path) {
+            held_present.insert(path);
+            continue;
+        }
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            tracing::debug!(file = %path.display(), "skipping: not a regular file");
+            continue;
+        }
+        heap.push(path);
+        if heap.len() > limit {
+            heap.pop();
+            beyond += 1;
         }
     }
-    Ok(out)
+    // A file replaced or removed since the listing drops out here.
+    let window = heap.into_sorted_vec().into_iter().filter_map(|p| stat_candidate(&p).map(|s| (p, s))).collect();
+    Ok(Listing { window, held_present, beyond })
 }
 
 struct Fingerprint {
