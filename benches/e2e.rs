@@ -11,14 +11,16 @@
 //!    every 100 ms, time from rename to the file being done;
 //! 5. scaling: 1 M rows as 10 files of 100 000 rows, and as 10 000 files of
 //!    100 rows;
-//! 6. start-up with 100 000 finished files recorded in ingest_files.
+//! 6. a backlog: 100 000 files of 10 rows waiting at start (peak RSS);
+//! 7. start-up with 100 000 finished files recorded in ingest_files.
 //!
 //! It prints rows/s, ratios to the baseline, ingestd's peak RSS, and latency
 //! percentiles. Machines are noisy: compare ratios, not absolute numbers.
 //!
 //! Knobs (environment): BENCH_FILES (20) and BENCH_ROWS (50000 per file) for
-//! 1-3; BENCH_LATENCY_SECS (30); BENCH_SKIP (comma list of: dirty, latency,
-//! scaling, startup); any INGESTD_* setting is passed on to the daemon.
+//! 1-3; BENCH_LATENCY_SECS (30); BENCH_BACKLOG_FILES (100000); BENCH_SKIP
+//! (comma list of: dirty, latency, scaling, backlog, startup); any INGESTD_*
+//! setting is passed on to the daemon.
 
 // Children are reaped by `waitpid` in `wait_rss` (after their peak RSS is
 // read), which clippy cannot see.
@@ -48,8 +50,11 @@ fn psql(url: &str, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Empty tables, and a checkpoint: every measured run starts with no dirty
+/// pages to flush and the same full-page-write state.
 fn reset(url: &str) {
     psql(url, "TRUNCATE ecommerce_events, ingest_rejects, ingest_files");
+    psql(url, "CHECKPOINT");
 }
 
 fn generate(dir: &Path, files: u64, rows: u64, bad: f64, dup: f64) -> Vec<PathBuf> {
@@ -158,6 +163,7 @@ fn main() {
         "DROP TABLE IF EXISTS copy_baseline; CREATE TABLE copy_baseline (LIKE ecommerce_events INCLUDING ALL); \
          ALTER TABLE copy_baseline ALTER source_file DROP NOT NULL, ALTER source_line DROP NOT NULL",
     );
+    psql(&url, "CHECKPOINT");
     let start = Instant::now();
     for f in &clean {
         psql(&url, &format!("\\copy copy_baseline ({COLUMNS}) FROM '{}' CSV HEADER", f.display()));
@@ -213,7 +219,23 @@ fn main() {
         println!("  small files / big files: {:.2}", rates[1] / rates[0]);
     }
 
-    // 6. Start-up with 100 000 finished files on record.
+    // 6. A backlog: 100 000 small files waiting at start (memory must not
+    // grow with it).
+    if !skipped("backlog") {
+        let n = env_u64("BENCH_BACKLOG_FILES", 100_000);
+        let data = generate(&work.join("data-backlog"), n, 10, 0.0, 0.0);
+        reset(&url);
+        let (secs, rss) = run_ingestd(&url, &work.join("run-backlog"), &data);
+        println!(
+            "backlog: {n} files x 10 rows waiting at start  {secs:>7.2} s {:>9.0} rows/s {:>7.0} files/s  peak RSS {:.1} MiB",
+            (n * 10) as f64 / secs,
+            n as f64 / secs,
+            mib(rss)
+        );
+        let _ = std::fs::remove_dir_all(work.join("data-backlog"));
+    }
+
+    // 7. Start-up with 100 000 finished files on record.
     if !skipped("startup") {
         reset(&url);
         psql(

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 
 /// Opens a file for reading only if it is a regular file: `O_NOFOLLOW`
 /// refuses symlinks and `O_NONBLOCK` keeps a FIFO from hanging the open.
-pub fn open_regular(path: &Path) -> io::Result<File> {
+pub fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
     let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
-    if !file.metadata()?.file_type().is_file() {
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 /// Bytes hashed for a file's fingerprint.
@@ -147,7 +148,7 @@ mod tests {
         let fifo = dir.path().join("p.csv");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-        assert!(open_regular(&file).is_ok());
+        assert!(open_regular(&file).is_ok_and(|(_, m)| m.is_file()));
         assert!(open_regular(&link).is_err());
         assert!(open_regular(&fifo).is_err());
         assert!(open_regular(dir.path()).is_err());

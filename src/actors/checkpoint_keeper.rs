@@ -388,16 +388,17 @@ fn short_fingerprint(fp: &str) -> &str {
 fn after_commit(settings: &KeeperSettings, file: &FileTask) -> Result<(), String> {
     // Only this identity is moved: a new file that took the name since (a
     // producer reusing it) is left for the Watcher, never moved unread.
-    let present = crate::fsutil::open_regular(&file.path)
-        .and_then(|f| {
-            let meta = f.metadata()?;
-            if crate::fsutil::Stamp::of(&meta) == file.stamp {
-                return Ok(true);
-            }
-            let size = meta.len();
-            Ok(size == file.size && crate::fsutil::fingerprint(&f, size)? == file.fingerprint)
-        })
-        .unwrap_or(false);
+    // The same inode, size and mtime as when it was identified: the same
+    // file (an lstat, no open). Anything else is hashed again.
+    let unchanged = std::fs::symlink_metadata(&file.path)
+        .is_ok_and(|m| m.file_type().is_file() && crate::fsutil::Stamp::of(&m) == file.stamp);
+    let present = unchanged
+        || crate::fsutil::open_regular(&file.path)
+            .and_then(|(f, meta)| {
+                let size = meta.len();
+                Ok(size == file.size && crate::fsutil::fingerprint(&f, size)? == file.fingerprint)
+            })
+            .unwrap_or(false);
     if !present {
         return Ok(());
     }

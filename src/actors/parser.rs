@@ -300,11 +300,11 @@ pub fn read_range(
 /// Opens a file, reads its header, and positions the reader at the task's
 /// committed offset.
 fn open(task: Arc<FileTask>, settings: &ParserSettings) -> io::Result<Cursor> {
-    let file = crate::fsutil::open_regular(&task.path)?;
-    if file.metadata()?.len() != task.size {
+    let (file, meta) = crate::fsutil::open_regular(&task.path)?;
+    if meta.len() != task.size {
         return Err(io::Error::other("file changed since it was identified"));
     }
-    let mut reader = RecordReader::new(stream(&file, task.gzip)?, 0, 1, settings.max_record_bytes);
+    let mut reader = RecordReader::new(stream(&file, task.size, task.gzip)?, 0, 1, settings.max_record_bytes);
     let mut header_rec = RawRecord::default();
     let has_header = reader.read_header(&mut header_rec)?;
     let header = Arc::new(Header::parse(&header_rec));
@@ -317,7 +317,7 @@ fn open(task: Arc<FileTask>, settings: &ParserSettings) -> io::Result<Cursor> {
     if task.offset > reader.offset() {
         // Resume: a fresh stream at the committed offset (for gzip, the
         // decompressed offset, reached by decompressing up to it).
-        let mut s = stream(&file, task.gzip)?;
+        let mut s = stream(&file, task.size, task.gzip)?;
         if task.gzip {
             let skipped = io::copy(&mut (&mut s).take(task.offset), &mut io::sink())?;
             if skipped != task.offset {
@@ -333,12 +333,11 @@ fn open(task: Arc<FileTask>, settings: &ParserSettings) -> io::Result<Cursor> {
     Ok(Cursor { offset: task.offset, line: task.line, task, header, reader, file, rec: RawRecord::default() })
 }
 
-fn stream(file: &File, gzip: bool) -> io::Result<Stream> {
+fn stream(file: &File, size: u64, gzip: bool) -> io::Result<Stream> {
     let mut f = file.try_clone()?;
     f.seek(SeekFrom::Start(0))?;
     // A small file gets a small buffer: thousands of small files must not
     // each cost a large allocation.
-    let size = f.metadata()?.len();
     let cap = (size as usize).saturating_add(64).clamp(8 * 1024, READ_BUFFER);
     Ok(if gzip {
         let inner = BufReader::with_capacity(cap, f);

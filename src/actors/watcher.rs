@@ -132,7 +132,20 @@ impl Watcher {
                     flag.store(true, Ordering::Relaxed);
                     return;
                 }
-                let renamed = matches!(ev.kind, EventKind::Modify(notify::event::ModifyKind::Name(_)));
+                // Only news of a file arriving or being written is a hint.
+                // Opens (ours: identifying, reading, moving) and files
+                // leaving (our moves) would wake this actor for nothing;
+                // rescans and re-stats drop what is gone.
+                use notify::event::{AccessKind, ModifyKind, RenameMode};
+                if matches!(
+                    ev.kind,
+                    EventKind::Access(AccessKind::Open(_))
+                        | EventKind::Remove(_)
+                        | EventKind::Modify(ModifyKind::Name(RenameMode::From))
+                ) {
+                    return;
+                }
+                let renamed = matches!(ev.kind, EventKind::Modify(ModifyKind::Name(_)));
                 for path in ev.paths {
                     // Never block notify's thread: a full mailbox turns into
                     // a rescan.
@@ -585,8 +598,8 @@ struct Fingerprint {
 /// size + SHA-256 of the first bytes. Opened without following links and
 /// without blocking (a FIFO swapped in after the lstat must not hang us).
 fn fingerprint(path: &Path, expected: &Stamp) -> std::io::Result<Fingerprint> {
-    let file = crate::fsutil::open_regular(path)?;
-    let stat = Stamp::of(&file.metadata()?);
+    let (file, meta) = crate::fsutil::open_regular(path)?;
+    let stat = Stamp::of(&meta);
     if &stat != expected {
         return Err(std::io::Error::other("file changed while being identified"));
     }

@@ -56,17 +56,20 @@ impl CopyPayload {
             [] => CopyEncoder::new(0).finish(),
             [one] => one.clone(),
             _ => {
-                let mut rows: Vec<&[u8]> = Vec::with_capacity(parts.iter().map(|p| p.starts.len()).sum());
-                for p in &parts {
-                    rows.extend(p.row_slices());
-                }
                 // A row starts with its field count (2 bytes), then the
-                // event_id's length (4) and its 16 bytes: the same order as
-                // `Uuid`'s.
-                rows.sort_by_key(|row| u128::from_be_bytes(row[6..22].try_into().expect("16 bytes")));
+                // event_id's length (4) and its 16 bytes: big-endian, the
+                // same order as `Uuid`'s.
+                let mut rows: Vec<(u128, &[u8])> = Vec::with_capacity(parts.iter().map(|p| p.starts.len()).sum());
+                for p in &parts {
+                    rows.extend(
+                        p.row_slices().map(|row| (u128::from_be_bytes(row[6..22].try_into().expect("16 bytes")), row)),
+                    );
+                }
+                // Stable, and quick on a few sorted runs: it merges them.
+                rows.sort_by_key(|&(id, _)| id);
                 let mut enc = CopyEncoder::new(parts.iter().map(|p| p.bytes.len()).sum());
                 enc.starts.reserve_exact(rows.len());
-                for row in &rows {
+                for (_, row) in &rows {
                     enc.starts.push(enc.buf.len());
                     enc.buf.put_slice(row);
                 }
