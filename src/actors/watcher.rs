@@ -20,6 +20,9 @@
 //! Correctness never depends on notify (it misses pre-existing files, moves
 //! from other file systems and queue overflows): a full rescan runs at start
 //! and every `rescan_interval_ms`; a hint only makes a file seen sooner.
+//! Only arrivals and writes are hints: notify also reports every open (ours:
+//! identifying, reading, moving) and every file leaving (our moves), which
+//! would wake this actor several times per file for nothing.
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
