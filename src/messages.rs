@@ -100,8 +100,7 @@ pub struct ClaimFile {
     pub path: PathBuf,
     pub name: String,
     pub fingerprint: String,
-    pub size: u64,
-    /// The stat the fingerprint was taken with.
+    /// The stat the fingerprint was taken with (its size is the file's).
     pub stamp: crate::fsutil::Stamp,
 }
 

@@ -494,7 +494,7 @@ impl Handler<ClaimFiles> for CheckpointKeeper {
             let paths: Vec<String> = files.iter().map(|f| f.path.to_string_lossy().into_owned()).collect();
             let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
             let fingerprints: Vec<&str> = files.iter().map(|f| f.fingerprint.as_str()).collect();
-            let sizes: Vec<i64> = files.iter().map(|f| f.size as i64).collect();
+            let sizes: Vec<i64> = files.iter().map(|f| f.stamp.size as i64).collect();
             let rows = conn
                 .query_typed(
                     sql::CLAIM_FILES,
@@ -524,7 +524,7 @@ impl Handler<ClaimFiles> for CheckpointKeeper {
                     path: f.path,
                     name: f.name,
                     fingerprint: f.fingerprint,
-                    size: f.size,
+                    size: f.stamp.size,
                     stamp: f.stamp,
                     offset: offset as u64,
                     line: line as u64,

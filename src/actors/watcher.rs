@@ -326,7 +326,6 @@ impl Watcher {
                         path: path.clone(),
                         name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
                         fingerprint: fp.fingerprint.clone(),
-                        size: fp.stat.size,
                         stamp: fp.stat.clone(),
                     })
                     .collect(),
