@@ -160,18 +160,10 @@ pub fn validate_batch(batch: ParsedBatch, recent: &mut RecentIds) -> ValidatedBa
     // of lengths and fixed-size values.
     let mut valid = Vec::with_capacity(rows);
     let mut rejects = Vec::new();
-    let mut seen = HashSet::with_capacity(rows);
-    let mut batch_duplicates = 0;
     for rec in batch.records.iter() {
         crate::failpoints::hit_row(rec.raw, rec.line);
         match validate(&batch.header, rec, now) {
-            Ok(event) => {
-                if seen.insert(event.event_id) {
-                    valid.push((event, rec.line));
-                } else {
-                    batch_duplicates += 1;
-                }
-            }
+            Ok(event) => valid.push((event, rec.line)),
             Err(rejection) => rejects.push(RejectRow {
                 line: rec.line,
                 reason: rejection.reason,
@@ -183,8 +175,12 @@ pub fn validate_batch(batch: ParsedBatch, recent: &mut RecentIds) -> ValidatedBa
     }
     // Rows go to the table in event_id order. Writers committing different
     // files at once then take the same ids in the same order, so one waits
-    // for the other instead of deadlocking.
-    valid.sort_unstable_by_key(|(e, _)| e.event_id);
+    // for the other instead of deadlocking. Sorted by id, then line, the
+    // first row of each id leads its run: the rest are in-batch duplicates.
+    valid.sort_unstable_by_key(|(e, line)| (e.event_id, *line));
+    let before = valid.len();
+    valid.dedup_by_key(|(e, _)| e.event_id);
+    let batch_duplicates = (before - valid.len()) as u64;
     let mut events = CopyEncoder::new(batch.records.bytes() / 2 + rows * 128);
     let mut repeats = CopyEncoder::new(0);
     let mut repeat_ids = Vec::new();
