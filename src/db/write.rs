@@ -82,10 +82,10 @@ const REJECT_TYPES: [Type; 7] = [Type::INT8, Type::TEXT, Type::INT8, Type::TEXT,
 /// How the events reach the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// Binary COPY straight into the table: the fastest path, for batches
-    /// whose ids are all new. A conflict aborts the transaction, and the
-    /// batch is redone through staging. (Looking the ids up first costs as
-    /// much as the merge: the primary-key probes are the expensive part.)
+    /// Binary COPY straight into the table: the fastest path, for rows
+    /// whose ids are new; the batch's repeats (presumed duplicates) are
+    /// merged apart through staging (`put_events`). A conflict aborts the
+    /// transaction, and the batch is redone through staging.
     Direct,
     /// COPY into the session's temp table, then INSERT … ON CONFLICT DO
     /// NOTHING: duplicates are skipped and counted.

@@ -127,16 +127,6 @@ fn mixed(name: &str, first: u64, rows: u64, borrow: Option<u64>) -> TestFile {
     TestFile { name: name.into(), lines }
 }
 
-/// (event_id, source_file, source_line) of every stored event.
-fn events(db: &TestDb) -> Vec<(String, String, i64)> {
-    db.client()
-        .query("SELECT event_id::text, source_file, source_line FROM ecommerce_events", &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect()
-}
-
 /// (attempts, error) of a file.
 fn failure_of(db: &TestDb, name: &str) -> (i32, Option<String>) {
     let row = db.client().query_one("SELECT attempts, error FROM ingest_files WHERE file_name = $1", &[&name]).unwrap();
@@ -174,7 +164,7 @@ fn assert_exact(db: &TestDb, d: &Daemon, done: &[&TestFile]) {
     let firsts: HashMap<&str, HashMap<String, i64>> = done.iter().map(|f| (f.name.as_str(), f.first_lines())).collect();
 
     // Every stored event is the first line of its id in a file that has it.
-    let events = events(db);
+    let events = db.stored();
     let mut per_file: HashMap<&str, i64> = HashMap::new();
     let mut places = BTreeSet::new();
     for (id, file, line) in &events {
@@ -323,7 +313,7 @@ impl Recount {
         }
         r.events_expected = places.len();
 
-        let stored = events(db);
+        let stored = db.stored();
         r.events_stored = stored.len();
         let mut ids = BTreeSet::new();
         let mut lines = BTreeSet::new();

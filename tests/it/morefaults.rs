@@ -33,19 +33,9 @@ fn outcome(f: &FileRow) -> (i64, i64, i64, i64, &str) {
     (f.rows, f.written, f.duplicate, f.rejected, f.state.as_str())
 }
 
-/// (event_id, file, line) of every stored event.
-fn stored_events(db: &TestDb) -> Vec<(String, String, i64)> {
-    db.client()
-        .query("SELECT event_id::text, source_file, source_line FROM ecommerce_events", &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect()
-}
-
 /// Every event stored once, and exactly the expected ones.
 fn assert_events(db: &TestDb, want: &BTreeSet<(String, String, i64)>) {
-    let stored = stored_events(db);
+    let stored = db.stored();
     let got: BTreeSet<(String, String, i64)> = stored.iter().cloned().collect();
     assert_eq!(got.len(), stored.len(), "an event stored twice");
     if &got != want {

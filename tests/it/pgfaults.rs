@@ -55,28 +55,7 @@ fn try_client(url: &str) -> Option<postgres::Client> {
 /// `ingest_files` per file name, or None while the database does not answer
 /// (or before the schema exists).
 fn files_now(pg: &PrivateDb) -> Option<BTreeMap<String, FileRow>> {
-    let rows = try_client(&pg.url())?
-        .query(
-            "SELECT file_name, rows_total, rows_written, rows_duplicate, rows_rejected, state, committed_offset \
-             FROM ingest_files",
-            &[],
-        )
-        .ok()?;
-    Some(
-        rows.iter()
-            .map(|r| {
-                let row = FileRow {
-                    rows: r.get(1),
-                    written: r.get(2),
-                    duplicate: r.get(3),
-                    rejected: r.get(4),
-                    state: r.get(5),
-                    offset: r.get(6),
-                };
-                (r.get(0), row)
-            })
-            .collect(),
-    )
+    Some(file_rows(&try_client(&pg.url())?.query(FILES_SQL, &[]).ok()?))
 }
 
 /// Rows committed so far over all files (0 while the database is away).

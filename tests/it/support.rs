@@ -81,28 +81,7 @@ impl TestDb {
 
     /// (rows_total, written, duplicate, rejected, state) per file name.
     pub fn files(&self) -> BTreeMap<String, FileRow> {
-        self.client()
-            .query(
-                "SELECT file_name, rows_total, rows_written, rows_duplicate, rows_rejected, state, committed_offset \
-                 FROM ingest_files",
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    FileRow {
-                        rows: r.get(1),
-                        written: r.get(2),
-                        duplicate: r.get(3),
-                        rejected: r.get(4),
-                        state: r.get(5),
-                        offset: r.get(6),
-                    },
-                )
-            })
-            .collect()
+        file_rows(&self.client().query(FILES_SQL, &[]).unwrap())
     }
 
     /// (file, line, reason) of every reject, sorted.
@@ -133,6 +112,27 @@ impl TestDb {
             .map(|r| r.get::<_, bool>(0))
             .unwrap_or(false)
     }
+}
+
+/// `ingest_files` as `file_rows` reads it.
+pub const FILES_SQL: &str = "SELECT file_name, rows_total, rows_written, rows_duplicate, rows_rejected, state, \
+    committed_offset FROM ingest_files";
+
+/// The rows of `FILES_SQL`, per file name.
+pub fn file_rows(rows: &[postgres::Row]) -> BTreeMap<String, FileRow> {
+    rows.iter()
+        .map(|r| {
+            let row = FileRow {
+                rows: r.get(1),
+                written: r.get(2),
+                duplicate: r.get(3),
+                rejected: r.get(4),
+                state: r.get(5),
+                offset: r.get(6),
+            };
+            (r.get(0), row)
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
