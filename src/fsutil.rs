@@ -76,21 +76,24 @@ pub fn write_atomic(target: &Path, fill: impl FnOnce(&mut io::BufWriter<&File>) 
     result
 }
 
-/// Moves a file, falling back to copy + fsync + remove across file systems.
+/// Moves a file, falling back to copy + fsync + remove across file
+/// systems. Unless `replace`, a file already at `to` stays and the move
+/// fails with `AlreadyExists`.
 ///
 /// A same-file-system rename is not followed by a directory fsync: if a
 /// crash undoes it, the file reappears in incoming, its identity is already
 /// done, and it is only moved again. (A fsync per file would cap the daemon
 /// at the journal's commit rate when thousands of small files arrive.)
-pub fn move_file(from: &Path, to: &Path) -> io::Result<()> {
-    match std::fs::rename(from, to) {
+pub fn move_file(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
+    let rename = |from: &Path, to: &Path| if replace { std::fs::rename(from, to) } else { rename_noreplace(from, to) };
+    match rename(from, to) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             let tmp = temp_sibling(to);
             let copied = (|| {
                 std::fs::copy(from, &tmp)?;
                 File::open(&tmp)?.sync_all()?;
-                std::fs::rename(&tmp, to)?;
+                rename(&tmp, to)?;
                 sync_dir(to)
             })();
             if copied.is_err() {
@@ -100,6 +103,30 @@ pub fn move_file(from: &Path, to: &Path) -> io::Result<()> {
             std::fs::remove_file(from)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// `rename` that fails with `AlreadyExists` instead of replacing `to`: one
+/// `renameat2(RENAME_NOREPLACE)`, or, where the file system does not
+/// support it, a look first (racy, but only this daemon writes there).
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: both are NUL-terminated paths that outlive the call.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            if std::fs::symlink_metadata(to).is_ok() {
+                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+            }
+            std::fs::rename(from, to)
+        }
+        _ => Err(e),
     }
 }
 
@@ -136,6 +163,23 @@ mod tests {
         assert_eq!(tagged_name("a.csv", "x"), "a.x.csv");
         assert_eq!(tagged_name("a.CSV.gz", "x"), "a.x.CSV.gz");
         assert_eq!(tagged_name("odd", "x"), "odd.x");
+    }
+
+    #[test]
+    fn moves_replace_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+        std::fs::write(&a, b"a").unwrap();
+        std::fs::write(&b, b"b").unwrap();
+        let e = move_file(&a, &b, false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&a).unwrap(), b"a");
+        assert_eq!(std::fs::read(&b).unwrap(), b"b");
+        move_file(&a, &c, false).unwrap();
+        assert!(!a.exists());
+        assert_eq!(std::fs::read(&c).unwrap(), b"a");
+        move_file(&c, &b, true).unwrap();
+        assert_eq!(std::fs::read(&b).unwrap(), b"a");
     }
 
     #[test]

@@ -228,9 +228,22 @@ pub struct BatchCommitted {
 pub struct FileFinished {
     pub path: PathBuf,
     pub fingerprint: String,
+    pub left: Left,
+}
+
+/// What a finished file left at its path in the incoming folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Left {
+    /// Nothing of it: moved, deleted, or gone already.
+    Nothing,
+    /// The file itself, finished (kept by `after_commit = keep`, or parked):
+    /// remembered by the stat it was identified with, so a rescan passes it
+    /// by while a different file that takes the name is seen.
+    Finished(crate::fsutil::Stamp),
     /// Not finished after all: reading failed in a way that may pass (file
-    /// unreadable or changing); look at it again on a later scan.
-    pub retry: bool,
+    /// unreadable or changing); looked at again on a later scan, or as soon
+    /// as its stat differs from this one.
+    Retry(crate::fsutil::Stamp),
 }
 
 /// A child → the Supervisor: it failed and the pipeline must restart from

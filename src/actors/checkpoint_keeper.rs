@@ -32,7 +32,7 @@ use tokio_postgres::types::Type;
 
 use crate::config::AfterCommit;
 use crate::db::{sql, DbError, Pool};
-use crate::messages::{BatchCommitted, BatchEnd, Claim, ClaimFiles, FileFinished, FileTask, RecordFailure};
+use crate::messages::{BatchCommitted, BatchEnd, Claim, ClaimFiles, FileFinished, FileTask, Left, RecordFailure};
 use crate::metrics::metrics;
 
 /// Rejects fetched per query when writing a rejects file.
@@ -77,9 +77,9 @@ impl CheckpointKeeper {
         }
     }
 
-    fn finished(&self, path: PathBuf, fingerprint: String, retry: bool) {
+    fn finished(&self, file: &FileTask, left: Left) {
         if let Some(w) = &self.watcher {
-            w.do_send(FileFinished { path, fingerprint, retry });
+            w.do_send(FileFinished { path: file.path.clone(), fingerprint: file.fingerprint.clone(), left });
         }
     }
 
@@ -170,9 +170,9 @@ impl CheckpointKeeper {
                 Ok(moved) => {
                     for (file, result) in moved {
                         match result {
-                            Ok(()) => {
+                            Ok(kept) => {
                                 act.pending -= 1;
-                                act.finished(file.path.clone(), file.fingerprint.clone(), false);
+                                act.finished(&file, left_by(&file, kept));
                             }
                             Err(e) => {
                                 metrics().disk_errors.inc();
@@ -217,13 +217,13 @@ impl CheckpointKeeper {
                     }
                 }
             };
-            finish_on_disk(&pool, &settings, &file, rejected).await;
-            file
+            let kept = finish_on_disk(&pool, &settings, &file, rejected).await;
+            (file, kept)
         };
-        ctx.spawn(fut.into_actor(self).map(|file, act, _| {
+        ctx.spawn(fut.into_actor(self).map(|(file, kept), act, _| {
             act.pending -= 1;
             tracing::debug!(file = %file.name, "file finished");
-            act.finished(file.path.clone(), file.fingerprint.clone(), false);
+            act.finished(&file, left_by(&file, kept));
         }));
     }
 }
@@ -266,8 +266,9 @@ async fn mark_done(pool: &Pool, file_id: i64) -> Result<Option<i64>, DbError> {
 
 /// The disk work after a file is done: its rejects file, then the move or
 /// delete. Retried with backoff until it succeeds; never reads rows again.
-async fn finish_on_disk(pool: &Pool, settings: &KeeperSettings, file: &FileTask, rejected: Option<i64>) {
-    let Some(rejected) = rejected else { return };
+/// Returns whether the file is still at its path (kept, or not done).
+async fn finish_on_disk(pool: &Pool, settings: &KeeperSettings, file: &FileTask, rejected: Option<i64>) -> bool {
+    let Some(rejected) = rejected else { return true };
     crate::failpoints::hit("before_disk_work", &file.name);
     let mut delay = RETRY_BASE;
     loop {
@@ -282,7 +283,7 @@ async fn finish_on_disk(pool: &Pool, settings: &KeeperSettings, file: &FileTask,
         }
         .await;
         match result {
-            Ok(()) => return,
+            Ok(kept) => return kept,
             Err(e) => {
                 metrics().disk_errors.inc();
                 tracing::warn!(file = %file.name, error = %e, retry_in_ms = delay.as_millis() as u64, "after-commit disk work failed; retrying");
@@ -383,9 +384,18 @@ fn short_fingerprint(fp: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
 
+fn left_by(file: &FileTask, kept: bool) -> Left {
+    if kept {
+        Left::Finished(file.stamp.clone())
+    } else {
+        Left::Nothing
+    }
+}
+
 /// Moves, deletes or keeps the source file. A file already gone counts as
 /// moved (it may have been moved before a crash, or deleted by someone).
-fn after_commit(settings: &KeeperSettings, file: &FileTask) -> Result<(), String> {
+/// `Ok(true)`: this identity is still at its path (kept).
+fn after_commit(settings: &KeeperSettings, file: &FileTask) -> Result<bool, String> {
     // Only this identity is moved: a new file that took the name since (a
     // producer reusing it) is left for the Watcher, never moved unread.
     // The same inode, size and mtime as when it was identified: the same
@@ -400,20 +410,27 @@ fn after_commit(settings: &KeeperSettings, file: &FileTask) -> Result<(), String
             })
             .unwrap_or(false);
     if !present {
-        return Ok(());
+        return Ok(false);
     }
     match settings.after_commit {
-        AfterCommit::Keep => Ok(()),
-        AfterCommit::Delete => std::fs::remove_file(&file.path).map_err(|e| format!("delete: {e}")),
+        AfterCommit::Keep => Ok(true),
+        AfterCommit::Delete => std::fs::remove_file(&file.path).map(|()| false).map_err(|e| format!("delete: {e}")),
         AfterCommit::Move => {
+            let failed = |to: &std::path::Path, e: std::io::Error| format!("move to {}: {e}", to.display());
+            // Never overwrite an earlier file of the same name: this one
+            // gets its fingerprint in its name instead (and replaces only
+            // what an earlier run of this very identity left there).
             let plain = settings.processed.join(&file.name);
-            // Never overwrite an earlier file of the same name.
-            let target = if plain.exists() {
-                settings.processed.join(crate::fsutil::tagged_name(&file.name, short_fingerprint(&file.fingerprint)))
-            } else {
-                plain
-            };
-            crate::fsutil::move_file(&file.path, &target).map_err(|e| format!("move to {}: {e}", target.display()))
+            match crate::fsutil::move_file(&file.path, &plain, false) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let tagged = settings
+                        .processed
+                        .join(crate::fsutil::tagged_name(&file.name, short_fingerprint(&file.fingerprint)));
+                    crate::fsutil::move_file(&file.path, &tagged, true).map_err(|e| failed(&tagged, e))
+                }
+                moved => moved.map_err(|e| failed(&plain, e)),
+            }
+            .map(|()| false)
         }
     }
 }
@@ -562,7 +579,7 @@ impl Handler<BatchCommitted> for CheckpointKeeper {
             BatchEnd::Abort { error, park: false } => {
                 metrics().watch_errors.inc();
                 tracing::warn!(file = %msg.file.name, %error, "cannot read file; will retry later");
-                self.finished(msg.file.path.clone(), msg.file.fingerprint.clone(), true);
+                self.finished(&msg.file, Left::Retry(msg.file.stamp.clone()));
             }
             BatchEnd::Abort { error, park: true } => {
                 let pool = self.pool.clone();
@@ -594,7 +611,8 @@ impl Handler<BatchCommitted> for CheckpointKeeper {
                     file
                 };
                 ctx.spawn(fut.into_actor(self).map(|file, act, _| {
-                    act.finished(file.path.clone(), file.fingerprint.clone(), false);
+                    // Parked: the file stays where it is.
+                    act.finished(&file, Left::Finished(file.stamp.clone()));
                 }));
             }
         }

@@ -5,24 +5,27 @@
 //!   `FileFinished` (CheckpointKeeper), `StopIntake`, `IsIdle` (Supervisor).
 //! - Emits: `ClaimFiles` to the CheckpointKeeper (up to 128 files a
 //!   request, one request at a time), `ReadFile` to the Parser.
-//! - State: a window of at most `WINDOW` waiting files — candidates and how
-//!   long they have held still, stable files waiting for a slot (in name
-//!   order) — and a count of the files beyond it; files in flight; a cache
-//!   of finished identities so a rescan does not hash them again.
+//! - State: a window of at most `32 x files_in_flight` waiting files —
+//!   candidates and how long they have held still, stable files waiting for
+//!   a slot (in name order) — and a count of the files beyond it; files in
+//!   flight; a cache of finished identities so a rescan does not hash them
+//!   again.
 //! - On restart: nothing is kept; a full scan rebuilds everything and the
 //!   CheckpointKeeper says where each file resumes.
 //! - On drain: stops scanning and dispatching; files in flight are left to
 //!   the Parser's drain.
 //! - Backpressure: at most `files_in_flight` files are dispatched at once;
-//!   up to `WINDOW` more wait here as small path entries, never as data,
-//!   and the rest only as a count: memory does not grow with the backlog.
+//!   up to a window's worth more wait here as small path entries, never as
+//!   data, and the rest only as a count: memory does not grow with the
+//!   backlog.
 //!
 //! Correctness never depends on notify (it misses pre-existing files, moves
 //! from other file systems and queue overflows): a full rescan runs at start
 //! and every `rescan_interval_ms`; a hint only makes a file seen sooner.
 //! Only arrivals and writes are hints: notify also reports every open (ours:
 //! identifying, reading, moving) and every file leaving (our moves), which
-//! would wake this actor several times per file for nothing.
+//! would wake this actor several times per file for nothing. For the same
+//! reason the watch is paused while a backlog waits (`pace_watch`).
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -36,17 +39,18 @@ use notify::{EventKind, RecursiveMode, Watcher as _};
 use crate::actors::checkpoint_keeper::CheckpointKeeper;
 use crate::actors::parser::Parser;
 use crate::fsutil::Stamp;
-use crate::messages::{Claim, ClaimFile, ClaimFiles, FileFinished, IsIdle, ReadFile, StopIntake};
+use crate::messages::{Claim, ClaimFile, ClaimFiles, FileFinished, IsIdle, Left, ReadFile, StopIntake};
 use crate::metrics::metrics;
 
 /// How often candidates are re-checked for stability.
 const TICK: Duration = Duration::from_millis(50);
 /// Files claimed in one request at most.
 const CLAIM_BATCH: usize = 128;
-/// Waiting files (candidates and ready) held at most. Enough to keep
-/// `files_in_flight` fed between listings; a larger backlog is only counted,
-/// so memory does not grow with it.
-const WINDOW: usize = 16_384;
+/// Waiting files (candidates and ready) held at most, in `files_in_flight`
+/// sets: enough to keep the pipeline fed between listings (16 384 files by
+/// default); a larger backlog is only counted, so memory does not grow
+/// with it.
+const WINDOW_SETS: usize = 32;
 
 pub struct WatcherSettings {
     pub incoming: PathBuf,
@@ -72,7 +76,7 @@ pub struct Watcher {
     candidates: HashMap<PathBuf, Candidate>,
     /// Stable files waiting for a slot, claimed in name order.
     ready: BTreeMap<PathBuf, Stamp>,
-    /// Candidate files seen beyond the window (`WINDOW`): counted, not
+    /// Candidate files seen beyond the window: counted, not
     /// held; the next listing picks them up.
     beyond: usize,
     /// Dispatched (claimed and being read) files, with their fingerprint.
@@ -97,8 +101,11 @@ pub struct Watcher {
     scans_completed: u64,
     last_scan: Instant,
     intake_stopped: bool,
-    /// Keeps notify's thread alive; dropped with the actor.
-    _notify: Option<notify::RecommendedWatcher>,
+    /// notify's watcher (its thread lives as long as this); dropped with
+    /// the actor.
+    notify: Option<notify::RecommendedWatcher>,
+    /// The folder is being watched (not paused for a backlog).
+    watching: bool,
 }
 
 impl Watcher {
@@ -122,8 +129,13 @@ impl Watcher {
             scans_completed: 0,
             last_scan: Instant::now(),
             intake_stopped: false,
-            _notify: None,
+            notify: None,
+            watching: false,
         }
+    }
+
+    fn window(&self) -> usize {
+        self.settings.files_in_flight * WINDOW_SETS
     }
 
     fn start_notify(&mut self, ctx: &mut Context<Self>) {
@@ -164,7 +176,10 @@ impl Watcher {
         };
         match notify::recommended_watcher(handler) {
             Ok(mut w) => match w.watch(&self.settings.incoming, RecursiveMode::NonRecursive) {
-                Ok(()) => self._notify = Some(w),
+                Ok(()) => {
+                    self.notify = Some(w);
+                    self.watching = true;
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot watch the incoming folder; relying on rescans"),
             },
             Err(e) => tracing::warn!(error = %e, "no file watcher; relying on rescans"),
@@ -186,13 +201,14 @@ impl Watcher {
         self.last_scan = Instant::now();
         self.rescan_needed.store(false, Ordering::Relaxed);
         let dir = self.settings.incoming.clone();
+        let window = self.window();
         let held: HashSet<PathBuf> = (self.in_flight.keys())
             .chain(self.claiming.iter())
             .chain(self.finished.keys())
             .chain(self.erroring.keys())
             .cloned()
             .collect();
-        let fut = async move { tokio::task::spawn_blocking(move || list_candidates(&dir, &held, WINDOW)).await };
+        let fut = async move { tokio::task::spawn_blocking(move || list_candidates(&dir, &held, window)).await };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.scanning = false;
             match res {
@@ -285,9 +301,50 @@ impl Watcher {
             self.claim(picked, ctx);
         }
         metrics().files_pending.set((self.candidates.len() + self.ready.len() + self.beyond) as i64);
+        self.pace_watch();
         // The window is running low and files wait beyond it: list again.
-        if self.beyond > 0 && self.candidates.len() + self.ready.len() < WINDOW / 2 {
+        if self.beyond > 0 && self.candidates.len() + self.ready.len() < self.window() / 2 {
             self.scan(ctx, false);
+        }
+    }
+
+    /// Pauses the folder watch while a backlog of stable files waits, and
+    /// resumes it (with a listing) when the backlog runs low.
+    ///
+    /// While a backlog of `2 x files_in_flight` ready files waits, a hint
+    /// cannot make any file start sooner; and notify wakes its thread for
+    /// every open and move of ours (two opens and a move per file), which
+    /// costs about a tenth of the daemon's CPU when thousands of small files
+    /// wait. Files arriving meanwhile are found by the periodic rescan or
+    /// by the listing that comes with the resume, while `files_in_flight`
+    /// ready files are still queued (they are then timed by `stable_for`
+    /// rather than trusted on their rename).
+    fn pace_watch(&mut self) {
+        let files = self.settings.files_in_flight;
+        let Some(w) = self.notify.as_mut() else { return };
+        if self.watching && self.ready.len() >= 2 * files {
+            match w.unwatch(&self.settings.incoming) {
+                Ok(()) => {
+                    self.watching = false;
+                    tracing::debug!(ready = self.ready.len(), "backlog: folder watch paused");
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot pause the folder watch"),
+            }
+        } else if !self.watching && self.ready.len() < files {
+            match w.watch(&self.settings.incoming, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watching = true;
+                    tracing::debug!(ready = self.ready.len(), "folder watch resumed");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the incoming folder; relying on rescans");
+                    self.notify = None;
+                }
+            }
+            // What arrived while paused (the next tick lists the folder,
+            // after any listing already under way).
+            self.rescan_needed.store(true, Ordering::Relaxed);
+            self.dirty = true;
         }
     }
 
@@ -468,7 +525,7 @@ impl Handler<Hint> for Watcher {
         }
         self.dirty = true;
         let tracked = self.candidates.contains_key(&path) || self.ready.contains_key(&path);
-        if !tracked && self.candidates.len() + self.ready.len() >= WINDOW {
+        if !tracked && self.candidates.len() + self.ready.len() >= self.window() {
             // The window is full: the file waits for a later listing.
             self.beyond += 1;
             return;
@@ -486,13 +543,15 @@ impl Handler<FileFinished> for Watcher {
     type Result = ();
     fn handle(&mut self, msg: FileFinished, ctx: &mut Context<Self>) {
         if self.in_flight.remove(&msg.path).is_some() {
-            if let Some(stat) = stat_candidate(&msg.path) {
-                if msg.retry {
-                    self.erroring.insert(msg.path, stat);
-                } else {
-                    // Remember the identity while the file may still be
-                    // there (after_commit = keep, or a move being retried).
+            // Remembered by the stat it was identified with: a different
+            // file that takes the name is a new candidate.
+            match msg.left {
+                Left::Nothing => {}
+                Left::Finished(stat) => {
                     self.finished.insert(msg.path, stat);
+                }
+                Left::Retry(stat) => {
+                    self.erroring.insert(msg.path, stat);
                 }
             }
         }
@@ -505,7 +564,7 @@ impl Handler<StopIntake> for Watcher {
     type Result = ();
     fn handle(&mut self, _: StopIntake, _: &mut Context<Self>) {
         self.intake_stopped = true;
-        self._notify = None;
+        self.notify = None;
     }
 }
 

@@ -770,14 +770,16 @@ fn permission_denied_as_non_root() {
 }
 
 /// F16: thousands of tiny files dropped at once are all read, exactly —
-/// more than the Watcher's window (4096 waiting files held; the rest are
-/// counted and listed again as the window drains).
+/// more than the Watcher's window (with one batch in flight, 128 files in
+/// flight and 4 096 waiting files held; the rest are counted and listed
+/// again as the window drains).
 #[test]
 fn many_small_files() {
     const FILES: u64 = 6000;
     const ROWS: u64 = 3;
     let db = TestDb::new();
-    let d = Daemon::new(&db);
+    let mut d = Daemon::new(&db);
+    d.set("INGESTD_PIPELINE__BATCHES_IN_FLIGHT", "1");
     for k in 0..FILES {
         d.drop_file(&format!("s{k:05}.csv"), valid_file(k * ROWS, ROWS).as_bytes());
     }
@@ -795,5 +797,49 @@ fn many_small_files() {
     assert_eq!(db.scalar("SELECT count(*) FROM ecommerce_events"), (FILES * ROWS) as i64);
     assert_eq!(db.scalar("SELECT count(DISTINCT source_file) FROM ecommerce_events"), FILES as i64);
     assert_eq!(names_in(&d.processed()).len() as u64, FILES);
+    assert_eq!(names_in(&d.incoming()), Vec::<String>::new());
+}
+
+/// F16: while a backlog waits the folder watch is paused; files that arrive
+/// meanwhile are found by the listing that comes with its resume (periodic
+/// rescans are off here, and notify sees nothing of them).
+#[test]
+fn files_arriving_while_the_watch_is_paused() {
+    const BACKLOG: u64 = 2000;
+    const LATE: u64 = 200;
+    const ROWS: u64 = 3;
+    let db = TestDb::new();
+    let mut d = Daemon::new(&db);
+    // 128 files in flight: the watch pauses at 256 ready files.
+    d.set("INGESTD_PIPELINE__BATCHES_IN_FLIGHT", "1")
+        .set("INGESTD_PIPELINE__RESCAN_INTERVAL_MS", "3600000")
+        .set("RUST_LOG", "info,ingestd::actors::watcher=debug,tokio_postgres=warn,actix_server=warn");
+    for k in 0..BACKLOG {
+        d.drop_file(&format!("a{k:05}.csv"), valid_file(k * ROWS, ROWS).as_bytes());
+    }
+    let mut child = Running(d.spawn(&[]));
+    wait_until(LIMIT, "the watch paused", || d.log().contains("folder watch paused"));
+    for k in 0..LATE {
+        d.drop_file(&format!("b{k:05}.csv"), valid_file((BACKLOG + k) * ROWS, ROWS).as_bytes());
+    }
+    let paused = |log: &str| log.rfind("watch paused").unwrap_or(0) > log.rfind("watch resumed").unwrap_or(0);
+    assert!(paused(&d.log()), "the late files did not arrive while the watch was paused; log:\n{}", d.log());
+    let done = || db.scalar("SELECT count(*) FROM ingest_files WHERE state = 'done'");
+    wait_until(LIMIT, "every file done", || {
+        assert!(child.0.try_wait().unwrap().is_none(), "the daemon exited; log:\n{}", d.log());
+        done() == (BACKLOG + LATE) as i64
+    });
+    assert!(d.log().contains("folder watch resumed"), "log:\n{}", d.log());
+    signal(&child.0, libc::SIGTERM);
+    let status = wait_exit(&mut child.0, LIMIT).expect("drain after SIGTERM");
+    assert!(status.success(), "drain: {status:?}; log:\n{}", d.log());
+
+    let files = db.files();
+    assert_eq!(files.len() as u64, BACKLOG + LATE);
+    for (name, f) in &files {
+        assert_eq!(counts(f), (ROWS as i64, ROWS as i64, 0, 0, "done"), "{name}");
+    }
+    assert_eq!(db.scalar("SELECT count(*) FROM ecommerce_events"), ((BACKLOG + LATE) * ROWS) as i64);
+    assert_eq!(names_in(&d.processed()).len() as u64, BACKLOG + LATE);
     assert_eq!(names_in(&d.incoming()), Vec::<String>::new());
 }
