@@ -14,15 +14,17 @@
 //! 6. a backlog: 100 000 files of 10 rows waiting at start (peak RSS);
 //! 7. start-up with 100 000 finished files recorded in ingest_files.
 //!
-//! It prints rows/s, ratios to the baseline, ingestd's peak RSS, and latency
-//! percentiles. Machines are noisy: compare ratios, not absolute numbers.
+//! It prints rows/s, ratios to the baseline, ingestd's peak RSS and CPU
+//! time, and latency percentiles. Every measured run starts after a
+//! database CHECKPOINT and a `sync`. Machines are noisy: compare ratios, not
+//! absolute numbers.
 //!
 //! Knobs (environment): BENCH_FILES (20) and BENCH_ROWS (50000 per file) for
 //! 1-3; BENCH_LATENCY_SECS (30); BENCH_BACKLOG_FILES (100000); BENCH_SKIP
 //! (comma list of: dirty, latency, scaling, backlog, startup); any INGESTD_*
 //! setting is passed on to the daemon.
 
-// Children are reaped by `waitpid` in `wait_rss` (after their peak RSS is
+// Children are reaped by `wait4` in `wait_rss` (after their peak RSS is
 // read), which clippy cannot see.
 #![allow(clippy::zombie_processes)]
 
@@ -57,6 +59,13 @@ fn reset(url: &str) {
     psql(url, "CHECKPOINT");
 }
 
+/// Writes out the page cache's dirty data (the input files just generated
+/// or linked): otherwise the kernel flushes it during the measured run,
+/// competing with the database's WAL flushes, and more so for 10 000 files.
+fn sync_disks() {
+    assert!(Command::new("sync").status().expect("sync").success());
+}
+
 fn generate(dir: &Path, files: u64, rows: u64, bad: f64, dup: f64) -> Vec<PathBuf> {
     std::fs::create_dir_all(dir).unwrap();
     let mut maker = RowMaker::new(Some(42));
@@ -88,10 +97,22 @@ fn daemon(url: &str, work: &Path, args: &[&str]) -> Child {
         .expect("spawn ingestd")
 }
 
-/// Waits for the child; returns its peak RSS in KiB: `VmHWM` of its own
-/// address space, read until it exits. (wait4's ru_maxrss would also count
-/// this process's memory at fork time, before exec.)
-fn wait_rss(child: &Child) -> i64 {
+/// What a daemon run used: peak RSS (KiB) and CPU time (user + system).
+struct Usage {
+    peak_kib: i64,
+    cpu_secs: f64,
+}
+
+impl Usage {
+    fn peak_mib(&self) -> f64 {
+        self.peak_kib as f64 / 1024.0
+    }
+}
+
+/// Waits for the child; returns its peak RSS — `VmHWM` of its own address
+/// space, read until it exits (wait4's ru_maxrss would also count this
+/// process's memory at fork time, before exec) — and its CPU time.
+fn wait_rss(child: &Child) -> Usage {
     let mut peak = 0i64;
     loop {
         if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
@@ -104,31 +125,31 @@ fn wait_rss(child: &Child) -> i64 {
             }
         }
         let mut status = 0;
-        let pid = unsafe { libc::waitpid(child.id() as i32, &mut status, libc::WNOHANG) };
+        // SAFETY: a zeroed rusage is valid; wait4 fills it.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        let pid = unsafe { libc::wait4(child.id() as i32, &mut status, libc::WNOHANG, &mut ru) };
         if pid == child.id() as i32 {
             assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "ingestd failed: status {status}");
-            return peak;
+            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            return Usage { peak_kib: peak, cpu_secs: secs(ru.ru_utime) + secs(ru.ru_stime) };
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// Runs the daemon to idle on a copy of `files`; returns (seconds, peak RSS KiB).
-fn run_ingestd(url: &str, work: &Path, files: &[PathBuf]) -> (f64, i64) {
+/// Runs the daemon to idle on a copy of `files`; returns seconds and usage.
+fn run_ingestd(url: &str, work: &Path, files: &[PathBuf]) -> (f64, Usage) {
     let _ = std::fs::remove_dir_all(work);
     let incoming = work.join("incoming");
     std::fs::create_dir_all(&incoming).unwrap();
     for f in files {
         std::fs::hard_link(f, incoming.join(f.file_name().unwrap())).unwrap();
     }
+    sync_disks();
     let start = Instant::now();
     let child = daemon(url, work, &["--until-idle"]);
-    let rss = wait_rss(&child);
-    (start.elapsed().as_secs_f64(), rss)
-}
-
-fn mib(kib: i64) -> f64 {
-    kib as f64 / 1024.0
+    let used = wait_rss(&child);
+    (start.elapsed().as_secs_f64(), used)
 }
 
 fn main() {
@@ -164,6 +185,7 @@ fn main() {
          ALTER TABLE copy_baseline ALTER source_file DROP NOT NULL, ALTER source_line DROP NOT NULL",
     );
     psql(&url, "CHECKPOINT");
+    sync_disks();
     let start = Instant::now();
     for f in &clean {
         psql(&url, &format!("\\copy copy_baseline ({COLUMNS}) FROM '{}' CSV HEADER", f.display()));
@@ -175,24 +197,26 @@ fn main() {
 
     // 2. Clean.
     reset(&url);
-    let (secs, rss) = run_ingestd(&url, &work.join("run-clean"), &clean);
+    let (secs, used) = run_ingestd(&url, &work.join("run-clean"), &clean);
     let rate = total as f64 / secs;
     println!(
-        "  ingestd clean             {total:>9} rows {secs:>7.2} s {rate:>9.0} rows/s  {:.2}x baseline  peak RSS {:.1} MiB",
+        "  ingestd clean             {total:>9} rows {secs:>7.2} s {rate:>9.0} rows/s  {:.2}x baseline  peak RSS {:.1} MiB  CPU {:.2} s",
         rate / copy_rate,
-        mib(rss)
+        used.peak_mib(),
+        used.cpu_secs
     );
 
     // 3. Dirty.
     if !skipped("dirty") {
         let dirty = generate(&work.join("data-dirty"), files, rows, 0.05, 0.05);
         reset(&url);
-        let (secs2, rss2) = run_ingestd(&url, &work.join("run-dirty"), &dirty);
+        let (secs2, used2) = run_ingestd(&url, &work.join("run-dirty"), &dirty);
         let rate2 = total as f64 / secs2;
         println!(
-            "  ingestd 5% bad + 5% dup   {total:>9} rows {secs2:>7.2} s {rate2:>9.0} rows/s  {:.2}x baseline  peak RSS {:.1} MiB  ({:.0}% of clean)",
+            "  ingestd 5% bad + 5% dup   {total:>9} rows {secs2:>7.2} s {rate2:>9.0} rows/s  {:.2}x baseline  peak RSS {:.1} MiB  CPU {:.2} s  ({:.0}% of clean)",
             rate2 / copy_rate,
-            mib(rss2),
+            used2.peak_mib(),
+            used2.cpu_secs,
             100.0 * rate2 / rate
         );
     }
@@ -210,10 +234,14 @@ fn main() {
         for (n, r) in [(10u64, 100_000u64), (10_000, 100)] {
             let data = generate(&work.join(format!("data-{n}")), n, r, 0.0, 0.0);
             reset(&url);
-            let (secs, rss) = run_ingestd(&url, &work.join(format!("run-{n}")), &data);
+            let (secs, used) = run_ingestd(&url, &work.join(format!("run-{n}")), &data);
             let rate = (n * r) as f64 / secs;
             rates.push(rate);
-            println!("  {n:>6} files x {r:>6} rows  {secs:>7.2} s {rate:>9.0} rows/s  peak RSS {:.1} MiB", mib(rss));
+            println!(
+                "  {n:>6} files x {r:>6} rows  {secs:>7.2} s {rate:>9.0} rows/s  peak RSS {:.1} MiB  CPU {:.2} s",
+                used.peak_mib(),
+                used.cpu_secs
+            );
             let _ = std::fs::remove_dir_all(work.join(format!("data-{n}")));
         }
         println!("  small files / big files: {:.2}", rates[1] / rates[0]);
@@ -225,12 +253,13 @@ fn main() {
         let n = env_u64("BENCH_BACKLOG_FILES", 100_000);
         let data = generate(&work.join("data-backlog"), n, 10, 0.0, 0.0);
         reset(&url);
-        let (secs, rss) = run_ingestd(&url, &work.join("run-backlog"), &data);
+        let (secs, used) = run_ingestd(&url, &work.join("run-backlog"), &data);
         println!(
-            "backlog: {n} files x 10 rows waiting at start  {secs:>7.2} s {:>9.0} rows/s {:>7.0} files/s  peak RSS {:.1} MiB",
+            "backlog: {n} files x 10 rows waiting at start  {secs:>7.2} s {:>9.0} rows/s {:>7.0} files/s  peak RSS {:.1} MiB  CPU {:.2} s",
             (n * 10) as f64 / secs,
             n as f64 / secs,
-            mib(rss)
+            used.peak_mib(),
+            used.cpu_secs
         );
         let _ = std::fs::remove_dir_all(work.join("data-backlog"));
     }
@@ -248,11 +277,11 @@ fn main() {
         let _ = std::fs::remove_dir_all(&w);
         let start = Instant::now();
         let child = daemon(&url, &w, &["--until-idle"]);
-        let rss = wait_rss(&child);
+        let used = wait_rss(&child);
         println!(
             "start-up with 100 000 finished files on record: {:.2} s to idle and exit  peak RSS {:.1} MiB",
             start.elapsed().as_secs_f64(),
-            mib(rss)
+            used.peak_mib()
         );
     }
 
@@ -295,7 +324,7 @@ fn latency(url: &str, work: &Path, secs: u64) {
         std::thread::sleep(Duration::from_millis(100));
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let rss = wait_rss(&child);
+    let used = wait_rss(&child);
     let _ = child.try_wait();
     let done: std::collections::HashMap<String, f64> =
         psql(url, "SELECT file_name || ' ' || extract(epoch FROM finished_at) FROM ingest_files WHERE state = 'done'")
@@ -320,6 +349,6 @@ fn latency(url: &str, work: &Path, secs: u64) {
         pct(0.9),
         pct(0.99),
         pct(1.0),
-        mib(rss)
+        used.peak_mib()
     );
 }
