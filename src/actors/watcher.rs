@@ -76,8 +76,8 @@ pub struct Watcher {
     candidates: HashMap<PathBuf, Candidate>,
     /// Stable files waiting for a slot, claimed in name order.
     ready: BTreeMap<PathBuf, Stamp>,
-    /// Candidate files seen beyond the window: counted, not
-    /// held; the next listing picks them up.
+    /// Candidate files seen beyond the window: counted, not held; the next
+    /// listing picks them up.
     beyond: usize,
     /// Dispatched (claimed and being read) files, with their fingerprint.
     in_flight: HashMap<PathBuf, String>,
