@@ -227,7 +227,6 @@ pub struct BatchCommitted {
 #[rtype(result = "()")]
 pub struct FileFinished {
     pub path: PathBuf,
-    pub fingerprint: String,
     pub left: Left,
 }
 

@@ -79,7 +79,7 @@ impl CheckpointKeeper {
 
     fn finished(&self, file: &FileTask, left: Left) {
         if let Some(w) = &self.watcher {
-            w.do_send(FileFinished { path: file.path.clone(), fingerprint: file.fingerprint.clone(), left });
+            w.do_send(FileFinished { path: file.path.clone(), left });
         }
     }
 

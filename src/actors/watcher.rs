@@ -79,8 +79,8 @@ pub struct Watcher {
     /// Candidate files seen beyond the window: counted, not held; the next
     /// listing picks them up.
     beyond: usize,
-    /// Dispatched (claimed and being read) files, with their fingerprint.
-    in_flight: HashMap<PathBuf, String>,
+    /// Dispatched (claimed and being read) files.
+    in_flight: HashSet<PathBuf>,
     /// Being identified or claimed right now.
     claiming: HashSet<PathBuf>,
     /// Identities already finished, by path, with the stat they had.
@@ -117,7 +117,7 @@ impl Watcher {
             candidates: HashMap::new(),
             ready: BTreeMap::new(),
             beyond: 0,
-            in_flight: HashMap::new(),
+            in_flight: HashSet::new(),
             claiming: HashSet::new(),
             finished: HashMap::new(),
             erroring: HashMap::new(),
@@ -202,7 +202,7 @@ impl Watcher {
         self.rescan_needed.store(false, Ordering::Relaxed);
         let dir = self.settings.incoming.clone();
         let window = self.window();
-        let held: HashSet<PathBuf> = (self.in_flight.keys())
+        let held: HashSet<PathBuf> = (self.in_flight.iter())
             .chain(self.claiming.iter())
             .chain(self.finished.keys())
             .chain(self.erroring.keys())
@@ -236,7 +236,7 @@ impl Watcher {
 
     /// Records what a stat said about a candidate.
     fn observe(&mut self, path: PathBuf, stat: Stamp, renamed: bool) {
-        if self.in_flight.contains_key(&path) || self.claiming.contains(&path) {
+        if self.in_flight.contains(&path) || self.claiming.contains(&path) {
             return;
         }
         if self.finished.get(&path) == Some(&stat) || self.erroring.get(&path) == Some(&stat) {
@@ -416,9 +416,9 @@ impl Watcher {
     ) {
         self.claiming.remove(&path);
         match res {
-            Ok((Claim::Read(task), fp)) => {
+            Ok((Claim::Read(task), _)) => {
                 tracing::debug!(file = %task.name, "claimed");
-                self.in_flight.insert(path, fp.fingerprint);
+                self.in_flight.insert(path);
                 let parser = self.parser.clone();
                 ctx.spawn(
                     async move {
@@ -542,7 +542,7 @@ impl Handler<Hint> for Watcher {
 impl Handler<FileFinished> for Watcher {
     type Result = ();
     fn handle(&mut self, msg: FileFinished, ctx: &mut Context<Self>) {
-        if self.in_flight.remove(&msg.path).is_some() {
+        if self.in_flight.remove(&msg.path) {
             // Remembered by the stat it was identified with: a different
             // file that takes the name is a new candidate.
             match msg.left {
