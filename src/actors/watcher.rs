@@ -4,7 +4,8 @@
 //! - Receives: notify hints (from notify's thread, via `try_send`),
 //!   `FileFinished` (CheckpointKeeper), `StopIntake`, `IsIdle` (Supervisor).
 //! - Emits: `ClaimFiles` to the CheckpointKeeper (up to 128 files a
-//!   request, one request at a time), `ReadFile` to the Parser.
+//!   request, one request at a time, full ones while the pipeline is busy),
+//!   `ReadFile` to the Parser.
 //! - State: a window of at most `32 x files_in_flight` waiting files —
 //!   candidates and how long they have held still, stable files waiting for
 //!   a slot (in name order) — and a count of the files beyond it; files in
@@ -290,9 +291,18 @@ impl Watcher {
         if self.claim_busy {
             return;
         }
+        // While plenty of files are in flight and more wait, wait for room
+        // for a full round: one statement (and commit) per few files costs
+        // the database more than the claim itself.
+        let room = self.settings.files_in_flight.saturating_sub(self.in_flight.len());
+        let busy = self.in_flight.len() >= self.settings.files_in_flight / 2;
+        let wait_for_room = busy && room < CLAIM_BATCH.min(self.ready.len());
         // Name order gives producers' files a predictable order.
         let mut picked = Vec::new();
-        while self.in_flight.len() + self.claiming.len() < self.settings.files_in_flight && picked.len() < CLAIM_BATCH {
+        while !wait_for_room
+            && self.in_flight.len() + self.claiming.len() < self.settings.files_in_flight
+            && picked.len() < CLAIM_BATCH
+        {
             let Some((path, stat)) = self.ready.pop_first() else { break };
             self.claiming.insert(path.clone());
             picked.push((path, stat));
