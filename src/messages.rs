@@ -28,41 +28,39 @@ pub type FileId = i64;
 pub const CREDIT_UNITS: usize = 1000;
 
 /// A batch's share of the credit window. The Parser takes a full batch's
-/// worth before it reads, gives back what the batch did not use, and the
-/// rest is released when the batch is dropped: after its commit, or when it
-/// is abandoned (its actor stopped). Dropping it is the ack.
+/// worth before a read step, splits off each batch's share once it is read,
+/// and gives back what the step did not use; a share is released when its
+/// batch is dropped: after its commit, or when it is abandoned (its actor
+/// stopped). Dropping it is the ack.
 ///
 /// It also accounts the batch's rows in the `ingestd_rows_in_memory` gauge,
 /// so the memory bound is observable from outside.
 #[derive(Debug)]
 pub struct Credit {
-    permit: OwnedSemaphorePermit,
+    _permit: OwnedSemaphorePermit,
     rows: i64,
 }
 
 impl Credit {
-    pub fn new(permit: OwnedSemaphorePermit) -> Self {
-        crate::metrics::metrics().batches_in_flight.inc();
-        Credit { permit, rows: 0 }
-    }
-
-    /// Keeps the units `rows` rows and `bytes` bytes cost (at least one),
-    /// returns the rest to the window, and counts the rows as held.
-    pub fn settle(&mut self, rows: usize, batch_rows: usize, bytes: usize, batch_bytes: usize) {
-        let by_rows = rows.saturating_mul(CREDIT_UNITS).div_ceil(batch_rows.max(1));
-        let by_bytes = bytes.saturating_mul(CREDIT_UNITS).div_ceil(batch_bytes.max(1));
-        let keep = by_rows.max(by_bytes).clamp(1, CREDIT_UNITS);
-        let spare = self.permit.num_permits().saturating_sub(keep);
-        if spare > 0 {
-            drop(self.permit.split(spare));
-        }
-        self.rows += rows as i64;
+    /// Holds `permit` for a batch of `rows` rows, and counts them as held.
+    pub fn new(permit: OwnedSemaphorePermit, rows: usize) -> Self {
         let m = crate::metrics::metrics();
+        m.batches_in_flight.inc();
         m.rows_in_memory.add(rows as i64);
         let now = m.rows_in_memory.get();
         if now > m.rows_in_memory_peak.get() {
             m.rows_in_memory_peak.set(now);
         }
+        Credit { _permit: permit, rows: rows as i64 }
+    }
+
+    /// The units a batch of `rows` rows and `bytes` bytes costs: its share
+    /// of a full batch, by rows or by bytes, whichever is larger (at least
+    /// one, at most a full batch).
+    pub fn units(rows: usize, batch_rows: usize, bytes: usize, batch_bytes: usize) -> usize {
+        let by_rows = rows.saturating_mul(CREDIT_UNITS).div_ceil(batch_rows.max(1));
+        let by_bytes = bytes.saturating_mul(CREDIT_UNITS).div_ceil(batch_bytes.max(1));
+        by_rows.max(by_bytes).clamp(1, CREDIT_UNITS)
     }
 }
 
@@ -121,14 +119,19 @@ pub enum Claim {
     Parked,
 }
 
-/// Watcher → Parser.
+/// Watcher → Parser: the files of one claim round, in order.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ReadFile(pub FileTask);
+pub struct ReadFiles(pub Vec<FileTask>);
 
-/// Parser → Validator: a run of records from one file.
+/// Parser → Validator: what one read step produced: a batch of one file, or
+/// several small files whole (together within one batch's rows, bytes and
+/// credit), so a small file costs no step, trip or message of its own.
 #[derive(Message)]
 #[rtype(result = "()")]
+pub struct Parsed(pub Vec<ParsedBatch>);
+
+/// A run of records from one file.
 pub struct ParsedBatch {
     pub file: Arc<FileTask>,
     pub header: Arc<Header>,
@@ -166,9 +169,13 @@ pub struct RejectRow {
     pub raw_truncated: bool,
 }
 
-/// Validator → Writer: one transaction's worth of work.
+/// Validator → Writer: the batches of one `Parsed`, validated, in order.
 #[derive(Message)]
 #[rtype(result = "()")]
+pub struct Validated(pub Vec<ValidatedBatch>);
+
+/// One batch's worth of work for a transaction (the Writer groups batches of
+/// different files into one).
 pub struct ValidatedBatch {
     pub file: Arc<FileTask>,
     /// Stored with the file's checkpoint (for `replay-rejects`).

@@ -1,17 +1,19 @@
-//! Parser: streams one file at a time into batches of records.
+//! Parser: streams files into batches of records.
 //!
-//! - Receives: `ReadFile` (Watcher), `StopReading` (Supervisor).
-//! - Emits: `ParsedBatch` to the Validator, each holding one credit.
+//! - Receives: `ReadFiles` (Watcher), `StopReading` (Supervisor).
+//! - Emits: `Parsed` to the Validator: one read step's batches, each
+//!   holding its share of the credit window.
 //! - State: queued files; the open files' cursors (reader, header,
 //!   position). Up to `open_files` files are read at once, a batch from each
 //!   in turn, so the Writer's connections can commit different files side by
-//!   side.
+//!   side. Small files are read whole, several in one step (`read_step`):
+//!   a file then costs no blocking-pool trip or message of its own.
 //! - On restart: nothing is kept; files come again from the Watcher with
 //!   their committed offsets.
 //! - On drain: stops reading; batches already emitted flow on.
-//! - Backpressure: a batch is read only after a full batch's credit is
-//!   taken from the window (what it did not use goes back once it is read),
-//!   so a slow or stalled database stops the reading here.
+//! - Backpressure: a step runs only after a full batch's credit is taken
+//!   from the window (what its batches did not use goes back once they are
+//!   read), so a slow or stalled database stops the reading here.
 //!
 //! Reading and parsing run on tokio's blocking pool: the actor thread also
 //! drives the database connections and must never block.
@@ -19,16 +21,19 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::actors::validator::Validator;
 use crate::core::header::Header;
 use crate::core::reader::RecordReader;
 use crate::core::record::{RawRecord, RecordBatch};
-use crate::messages::{BatchEnd, ChildFailed, Credit, FileTask, ParsedBatch, ReadFile, StopReading, CREDIT_UNITS};
+use crate::messages::{
+    BatchEnd, ChildFailed, Credit, FileTask, Parsed, ParsedBatch, ReadFiles, StopReading, CREDIT_UNITS,
+};
 
 const READ_BUFFER: usize = 256 * 1024;
 
@@ -88,14 +93,26 @@ impl Parser {
         }
     }
 
-    /// Reads the next batch if there is work, no batch is being read, and
-    /// the window has room.
+    /// Starts the next read step if there is work, no step is running,
+    /// and the window has room: the next batch of an open file, or the
+    /// next queued files (see `read_step`).
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if self.busy || self.stopped {
             return;
         }
         let work = if self.open.len() < self.settings.open_files && !self.queue.is_empty() {
-            Work::Open(self.queue.pop_front().expect("checked non-empty"))
+            // With the files after it that fit in one batch's bytes: small
+            // files are read whole, several to a step.
+            let mut tasks = vec![self.queue.pop_front().expect("checked non-empty")];
+            let mut bytes = text_left(&tasks[0]);
+            while let Some(next) = self.queue.front() {
+                bytes = bytes.saturating_add(text_left(next));
+                if tasks.len() >= STEP_FILES || bytes > self.settings.batch_bytes as u64 {
+                    break;
+                }
+                tasks.extend(self.queue.pop_front());
+            }
+            Work::Open(tasks)
         } else {
             match self.open.pop_front() {
                 Some(c) => Work::Continue(c),
@@ -106,55 +123,52 @@ impl Parser {
         let credits = self.credits.clone();
         let validator = self.validator.clone();
         let settings = self.settings.clone();
-        let (settings_rows, settings_bytes) = (settings.batch_rows, settings.batch_bytes);
+        // The file being read, for blaming a panic on the right one.
+        let reading = Arc::new(AtomicI64::new(work.file_id()));
         let fut = async move {
-            let Ok(permit) = credits.acquire_many_owned(CREDIT_UNITS as u32).await else {
+            let Ok(mut permit) = credits.acquire_many_owned(CREDIT_UNITS as u32).await else {
                 return Step::Stopped;
             };
-            let mut credit = Credit::new(permit);
-            let file_id = work.file_id();
-            let parsed = tokio::task::spawn_blocking(move || read_batch(work, &settings)).await;
-            let (msg, cursor) = match parsed {
-                Ok(Ok((cursor, batch))) => {
-                    credit.settle(batch.records.len(), settings_rows, batch.records.bytes(), settings_bytes);
-                    (batch.into_message(credit), cursor)
-                }
-                Ok(Err((task, error))) => {
-                    credit.settle(0, 1, 0, 1);
-                    let park = is_permanent(&error);
-                    let msg = ParsedBatch {
-                        start_offset: task.offset,
-                        start_line: task.line,
-                        end_offset: task.offset,
-                        end_line: task.line,
-                        header: Arc::new(Header::parse(&RawRecord::default())),
-                        file: task,
-                        records: RecordBatch::default(),
-                        end: BatchEnd::Abort { error: error.to_string(), park },
-                        credit,
-                    };
-                    (msg, None)
-                }
+            let now_reading = reading.clone();
+            let read = tokio::task::spawn_blocking(move || read_step(work, &settings, &now_reading)).await;
+            let read = match read {
+                Ok(read) => read,
                 Err(join) => {
                     return Step::Failed(ChildFailed {
                         actor: "parser",
-                        file: Some(file_id),
+                        file: Some(reading.load(Ordering::Relaxed)),
                         error: panic_message(join),
                     })
                 }
             };
-            tracing::debug!(file = %msg.file.name, rows = msg.records.len(), "batch read");
-            if validator.send(msg).await.is_err() {
+            let batches: Vec<ParsedBatch> = read
+                .pieces
+                .into_iter()
+                .map(|piece| {
+                    let share = permit.split(piece.units).expect("a step's shares fit in its credit");
+                    piece.into_message(share)
+                })
+                .collect();
+            // What the step did not use goes back to the window here.
+            drop(permit);
+            for b in &batches {
+                tracing::debug!(file = %b.file.name, rows = b.records.len(), "batch read");
+            }
+            if validator.send(Parsed(batches)).await.is_err() {
                 return Step::Stopped;
             }
-            Step::Sent(cursor)
+            Step::Sent { cursor: read.cursor, unread: read.unread }
         };
         ctx.spawn(fut.into_actor(self).map(|step, act, ctx| {
             act.busy = false;
             match step {
-                Step::Sent(cursor) => {
-                    if let Some(c) = cursor {
-                        act.open.push_back(c);
+                Step::Sent { cursor, unread } => {
+                    if act.stopped {
+                        return;
+                    }
+                    act.open.extend(cursor);
+                    for task in unread.into_iter().rev() {
+                        act.queue.push_front(task);
                     }
                     act.pump(ctx);
                 }
@@ -168,24 +182,75 @@ impl Parser {
     }
 }
 
+/// Files one read step takes at most.
+const STEP_FILES: usize = 256;
+
+/// Bytes of a queued file still to read (for gzip, compressed ones).
+fn text_left(task: &FileTask) -> u64 {
+    task.size.saturating_sub(task.offset)
+}
+
 enum Work {
-    Open(FileTask),
+    /// Files to open and read in order, each from its checkpoint.
+    Open(Vec<FileTask>),
     Continue(Box<Cursor>),
 }
 
 impl Work {
     fn file_id(&self) -> i64 {
         match self {
-            Work::Open(t) => t.file_id,
+            Work::Open(t) => t[0].file_id,
             Work::Continue(c) => c.task.file_id,
         }
     }
 }
 
 enum Step {
-    Sent(Option<Box<Cursor>>),
+    Sent { cursor: Option<Box<Cursor>>, unread: Vec<FileTask> },
     Stopped,
     Failed(ChildFailed),
+}
+
+/// What one read step produced.
+#[derive(Default)]
+struct StepRead {
+    /// In reading order, each with its share of the step's credit.
+    pieces: Vec<Piece>,
+    /// The file the step stopped in (its credit ran out): read on later.
+    cursor: Option<Box<Cursor>>,
+    /// Files the step did not reach, in order.
+    unread: Vec<FileTask>,
+}
+
+/// A batch, or a file that could not be read, and the credit units it takes.
+struct Piece {
+    read: Result<Batch, (Arc<FileTask>, io::Error)>,
+    units: usize,
+}
+
+impl Piece {
+    fn into_message(self, share: OwnedSemaphorePermit) -> ParsedBatch {
+        match self.read {
+            Ok(b) => {
+                let credit = Credit::new(share, b.records.len());
+                b.into_message(credit)
+            }
+            Err((task, error)) => {
+                let park = is_permanent(&error);
+                ParsedBatch {
+                    start_offset: task.offset,
+                    start_line: task.line,
+                    end_offset: task.offset,
+                    end_line: task.line,
+                    header: Arc::new(Header::parse(&RawRecord::default())),
+                    file: task,
+                    records: RecordBatch::default(),
+                    end: BatchEnd::Abort { error: error.to_string(), park },
+                    credit: Credit::new(share, 0),
+                }
+            }
+        }
+    }
 }
 
 struct Batch {
@@ -215,30 +280,99 @@ impl Batch {
     }
 }
 
+/// One read step, within one full batch's credit (`CREDIT_UNITS`): the
+/// next batch of an open file, or queued files in order: the first one's
+/// first batch, and the next ones whole while the credit lasts. Each file
+/// is read with what is left of the credit as its limits (rows and bytes
+/// in proportion), so its share always fits: the step never holds more
+/// than one batch's rows or bytes, however many files it reads. A later
+/// file that does not end within what is left is put back (what was read
+/// of it is dropped), with the files after it: every batch but a file's
+/// last stays a full batch.
+fn read_step(work: Work, settings: &ParserSettings, reading: &AtomicI64) -> StepRead {
+    let mut step = StepRead::default();
+    let mut left = CREDIT_UNITS;
+    let tasks = match work {
+        Work::Continue(cursor) => {
+            let (piece, cursor) = read_piece(cursor, left, settings);
+            step.pieces.push(piece);
+            step.cursor = cursor;
+            return step;
+        }
+        Work::Open(tasks) => tasks,
+    };
+    let mut tasks = tasks.into_iter();
+    for task in tasks.by_ref() {
+        if left * settings.batch_rows < CREDIT_UNITS || left * settings.batch_bytes < CREDIT_UNITS {
+            // Not even a row's worth of credit left.
+            step.unread.push(task);
+            break;
+        }
+        reading.store(task.file_id, Ordering::Relaxed);
+        let task = Arc::new(task);
+        let cursor = match open(task.clone(), settings) {
+            Ok(c) => Box::new(c),
+            Err(e) => {
+                step.pieces.push(Piece { read: Err((task, e)), units: 1 });
+                left -= 1;
+                continue;
+            }
+        };
+        let (piece, cursor) = read_piece(cursor, left, settings);
+        if cursor.is_some() {
+            if step.pieces.is_empty() {
+                // The step's first file: a batch like any other.
+                step.pieces.push(piece);
+                step.cursor = cursor;
+            } else {
+                // Too big for what is left: it waits for a step of its own,
+                // so each of its batches is a full one.
+                step.unread.push((*task).clone());
+            }
+            break;
+        }
+        left -= piece.units;
+        step.pieces.push(piece);
+    }
+    step.unread.extend(tasks);
+    step
+}
+
+/// Reads the next batch of an open file with `units` of credit (at least
+/// one): up to that share of a batch's rows and bytes. The cursor comes
+/// back unless the file ended or failed.
+fn read_piece(cursor: Box<Cursor>, units: usize, settings: &ParserSettings) -> (Piece, Option<Box<Cursor>>) {
+    let rows = settings.batch_rows * units / CREDIT_UNITS;
+    let bytes = settings.batch_bytes * units / CREDIT_UNITS;
+    match read_batch(cursor, rows.max(1), bytes.max(1)) {
+        Ok((cursor, batch)) => {
+            // A batch may pass its bytes by its last record; its share
+            // stays within the step's credit all the same.
+            let units =
+                Credit::units(batch.records.len(), settings.batch_rows, batch.records.bytes(), settings.batch_bytes)
+                    .min(units);
+            (Piece { read: Ok(batch), units }, cursor)
+        }
+        Err(failed) => (Piece { read: Err(failed), units: 1 }, None),
+    }
+}
+
 type ReadResult = Result<(Option<Box<Cursor>>, Batch), (Arc<FileTask>, io::Error)>;
 
-fn read_batch(work: Work, settings: &ParserSettings) -> ReadResult {
-    let mut cursor = match work {
-        Work::Continue(c) => c,
-        Work::Open(task) => {
-            let task = Arc::new(task);
-            match open(task.clone(), settings) {
-                Ok(c) => Box::new(c),
-                Err(e) => return Err((task, e)),
-            }
-        }
-    };
+/// Reads up to `max_rows` records or `max_bytes` bytes of records from the
+/// cursor, whichever comes first.
+fn read_batch(mut cursor: Box<Cursor>, max_rows: usize, max_bytes: usize) -> ReadResult {
     crate::failpoints::hit("parser_batch", &cursor.task.name);
     // Room for the rows the rest of the file can hold (a row takes 10
     // bytes at least): a small file must not reserve a full batch's room,
     // which thousands of them would scatter over the heap.
     let left = if cursor.task.gzip { u64::MAX } else { cursor.task.size.saturating_sub(cursor.offset) / 10 + 1 };
-    let mut records = RecordBatch::with_capacity(settings.batch_rows.min(16_384).min(left as usize));
+    let mut records = RecordBatch::with_capacity(max_rows.min(16_384).min(left as usize));
     let mut eof = false;
     let result = (|| {
-        // Full at batch_rows rows or batch_bytes bytes, whichever comes
-        // first: wide rows must not stretch the memory bound.
-        while records.len() < settings.batch_rows && records.bytes() < settings.batch_bytes {
+        // Full at max_rows rows or max_bytes bytes, whichever comes first:
+        // wide rows must not stretch the memory bound.
+        while records.len() < max_rows && records.bytes() < max_bytes {
             if !cursor.reader.read_record(&mut cursor.rec)? {
                 eof = true;
                 break;
@@ -375,13 +509,13 @@ impl Actor for Parser {
     }
 }
 
-impl Handler<ReadFile> for Parser {
+impl Handler<ReadFiles> for Parser {
     type Result = ();
-    fn handle(&mut self, msg: ReadFile, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: ReadFiles, ctx: &mut Context<Self>) {
         if self.stopped {
             return;
         }
-        self.queue.push_back(msg.0);
+        self.queue.extend(msg.0);
         self.pump(ctx);
     }
 }
@@ -392,5 +526,113 @@ impl Handler<StopReading> for Parser {
         self.stopped = true;
         self.queue.clear();
         self.open.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::fsutil::Stamp;
+
+    fn file(dir: &Path, name: &str, rows: usize, file_id: i64) -> FileTask {
+        let mut text = String::from("event_id,user_id\n");
+        for r in 0..rows {
+            text.push_str(&format!("{file_id}-{r},u\n"));
+        }
+        let path = dir.join(name);
+        std::fs::write(&path, &text).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        FileTask {
+            file_id,
+            path,
+            name: name.into(),
+            fingerprint: String::new(),
+            size: meta.len(),
+            stamp: Stamp::of(&meta),
+            gzip: false,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    fn settings() -> ParserSettings {
+        ParserSettings { open_files: 2, batch_rows: 100, batch_bytes: 1 << 20, max_record_bytes: 1 << 20 }
+    }
+
+    /// (file, rows, last batch of its file, units) of each piece.
+    fn pieces(step: &StepRead) -> Vec<(i64, usize, bool, usize)> {
+        step.pieces
+            .iter()
+            .map(|p| {
+                let b = p.read.as_ref().expect("read");
+                (b.task.file_id, b.records.len(), b.eof, p.units)
+            })
+            .collect()
+    }
+
+    /// Small files are read whole, several to a step, each with what is left
+    /// of the step's credit; one that does not end within it is put back
+    /// with the files after it.
+    #[test]
+    fn a_step_reads_small_files_within_one_batch_credit() {
+        let dir = tempfile::tempdir().unwrap();
+        let tasks: Vec<FileTask> = [30, 30, 30, 30, 5]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| file(dir.path(), &format!("{i}.csv"), n, i as i64))
+            .collect();
+        let reading = AtomicI64::new(-1);
+        let step = read_step(Work::Open(tasks), &settings(), &reading);
+        assert_eq!(pieces(&step), [(0, 30, true, 300), (1, 30, true, 300), (2, 30, true, 300)]);
+        assert_eq!(step.unread.iter().map(|t| (t.file_id, t.offset)).collect::<Vec<_>>(), [(3, 0), (4, 0)]);
+        assert!(step.cursor.is_none());
+        assert_eq!(reading.load(Ordering::Relaxed), 3, "the file read last");
+
+        let step = read_step(Work::Open(step.unread), &settings(), &reading);
+        assert_eq!(pieces(&step), [(3, 30, true, 300), (4, 5, true, 50)]);
+    }
+
+    /// A step's first file is cut like any file: a full batch, then it
+    /// stays open exactly where the batch ends.
+    #[test]
+    fn a_step_cuts_its_first_file_at_a_full_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let tasks = vec![file(dir.path(), "big.csv", 250, 1), file(dir.path(), "small.csv", 5, 2)];
+        let reading = AtomicI64::new(-1);
+        let step = read_step(Work::Open(tasks), &settings(), &reading);
+        assert_eq!(pieces(&step), [(1, 100, false, 1000)]);
+        assert_eq!(step.unread.iter().map(|t| t.file_id).collect::<Vec<_>>(), [2]);
+        let cut = step.pieces[0].read.as_ref().unwrap();
+        let cursor = step.cursor.expect("big.csv stays open");
+        assert_eq!((cursor.task.file_id, cursor.offset, cursor.line), (1, cut.end_offset, 102));
+
+        let next = read_step(Work::Continue(cursor), &settings(), &reading);
+        assert_eq!(pieces(&next), [(1, 100, false, 1000)]);
+        let b = next.pieces[0].read.as_ref().unwrap();
+        assert_eq!((b.start_offset, b.start_line, b.end_line), (cut.end_offset, 102, 202));
+        let last = read_step(Work::Continue(next.cursor.expect("open")), &settings(), &reading);
+        assert_eq!(pieces(&last), [(1, 50, true, 500)]);
+        let b = last.pieces[0].read.as_ref().unwrap();
+        assert_eq!(b.end_offset, b.task.size);
+        assert!(last.cursor.is_none() && last.unread.is_empty());
+    }
+
+    /// A file that cannot be opened costs one unit and its own abort; the
+    /// step goes on with the next file.
+    #[test]
+    fn a_step_goes_past_a_file_it_cannot_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = file(dir.path(), "gone.csv", 3, 7);
+        std::fs::remove_file(&gone.path).unwrap();
+        let next = file(dir.path(), "next.csv", 3, 8);
+        let step = read_step(Work::Open(vec![gone, next]), &settings(), &AtomicI64::new(-1));
+        assert_eq!(step.pieces.len(), 2);
+        let (task, e) = step.pieces[0].read.as_ref().err().expect("cannot open");
+        assert_eq!((task.file_id, e.kind(), step.pieces[0].units), (7, io::ErrorKind::NotFound, 1));
+        let b = step.pieces[1].read.as_ref().unwrap();
+        assert_eq!((b.task.file_id, b.records.len(), b.eof, step.pieces[1].units), (8, 3, true, 30));
+        assert!(step.cursor.is_none() && step.unread.is_empty());
     }
 }

@@ -2,10 +2,11 @@
 //! drops in-batch duplicates (first wins) and sets apart the rows whose id
 //! it saw in a recent batch (`Repeats`).
 //!
-//! - Receives: `ParsedBatch` (Parser).
-//! - Emits: `ValidatedBatch` to the Writer, in arrival order, carrying the
-//!   batch's credit on.
-//! - State: a queue of accepted batches, one validated at a time; the ids
+//! - Receives: `Parsed` (Parser).
+//! - Emits: `Validated` to the Writer, in arrival order, each batch
+//!   carrying its credit on.
+//! - State: a queue of accepted read steps, one validated at a time (all
+//!   its batches in one blocking-pool trip); the ids
 //!   of recent valid rows (`RecentIds`, bounded).
 //! - On restart: the queue is lost with the actor; the Supervisor restarts
 //!   the pipeline from the checkpoints, so nothing is lost or repeated. The
@@ -18,6 +19,8 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use actix::prelude::*;
 
@@ -25,7 +28,7 @@ use crate::actors::parser::panic_message;
 use crate::actors::writer::Writer;
 use crate::core::validate::validate;
 use crate::db::copy::CopyEncoder;
-use crate::messages::{ChildFailed, ParsedBatch, RejectRow, Repeats, ValidatedBatch};
+use crate::messages::{ChildFailed, Parsed, ParsedBatch, RejectRow, Repeats, Validated, ValidatedBatch};
 
 /// Ids one generation of `RecentIds` holds: 7/8 of 65 536, so a generation
 /// never outgrows its 64 Ki-bucket table (about 0.6 MB).
@@ -103,7 +106,8 @@ impl Hasher for Prehashed {
 pub struct Validator {
     writer: Addr<Writer>,
     supervisor: Recipient<ChildFailed>,
-    queue: VecDeque<ParsedBatch>,
+    /// Read steps' batches, one step validated at a time.
+    queue: VecDeque<Vec<ParsedBatch>>,
     /// Taken by the batch being validated (off the actor thread), given back
     /// with its result; `None` while a batch is being validated.
     recent: Option<RecentIds>,
@@ -114,27 +118,41 @@ impl Validator {
         Validator { writer, supervisor, queue: VecDeque::new(), recent: Some(RecentIds::default()) }
     }
 
+    /// Validates the next `Parsed` (all its batches in one blocking-pool
+    /// trip) if none is being validated.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if self.recent.is_none() {
             return;
         }
-        let Some(batch) = self.queue.pop_front() else { return };
+        let Some(batches) = self.queue.pop_front() else { return };
         let mut recent = self.recent.take().expect("checked above");
         let writer = self.writer.clone();
-        let file_id = batch.file.file_id;
+        // The file being validated, for blaming a panic on the right one.
+        let validating = Arc::new(AtomicI64::new(batches.first().map_or(0, |b| b.file.file_id)));
+        let now_validating = validating.clone();
         let fut = async move {
             let validated = tokio::task::spawn_blocking(move || {
-                let v = validate_batch(batch, &mut recent);
+                let v: Vec<ValidatedBatch> = batches
+                    .into_iter()
+                    .map(|b| {
+                        now_validating.store(b.file.file_id, Ordering::Relaxed);
+                        validate_batch(b, &mut recent)
+                    })
+                    .collect();
                 (v, recent)
             })
             .await;
             match validated {
                 Ok((v, recent)) => {
                     // Awaiting the acceptance keeps batches in order.
-                    let _ = writer.send(v).await;
+                    let _ = writer.send(Validated(v)).await;
                     Ok(recent)
                 }
-                Err(e) => Err(ChildFailed { actor: "validator", file: Some(file_id), error: panic_message(e) }),
+                Err(e) => Err(ChildFailed {
+                    actor: "validator",
+                    file: Some(validating.load(Ordering::Relaxed)),
+                    error: panic_message(e),
+                }),
             }
         };
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
@@ -221,10 +239,10 @@ impl Actor for Validator {
     }
 }
 
-impl Handler<ParsedBatch> for Validator {
+impl Handler<Parsed> for Validator {
     type Result = ();
-    fn handle(&mut self, msg: ParsedBatch, ctx: &mut Context<Self>) {
-        self.queue.push_back(msg);
+    fn handle(&mut self, msg: Parsed, ctx: &mut Context<Self>) {
+        self.queue.push_back(msg.0);
         self.pump(ctx);
     }
 }

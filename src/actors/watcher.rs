@@ -5,7 +5,7 @@
 //!   `FileFinished` (CheckpointKeeper), `StopIntake`, `IsIdle` (Supervisor).
 //! - Emits: `ClaimFiles` to the CheckpointKeeper (up to 128 files a
 //!   request, one request at a time, full ones while the pipeline is busy),
-//!   `ReadFile` to the Parser.
+//!   `ReadFiles` to the Parser (a round's files in one message).
 //! - State: a window of at most `32 x files_in_flight` waiting files —
 //!   candidates and how long they have held still, stable files waiting for
 //!   a slot (in name order) — and a count of the files beyond it; files in
@@ -40,7 +40,7 @@ use notify::{EventKind, RecursiveMode, Watcher as _};
 use crate::actors::checkpoint_keeper::CheckpointKeeper;
 use crate::actors::parser::Parser;
 use crate::fsutil::Stamp;
-use crate::messages::{Claim, ClaimFile, ClaimFiles, FileFinished, IsIdle, Left, ReadFile, StopIntake};
+use crate::messages::{Claim, ClaimFile, ClaimFiles, FileFinished, FileTask, IsIdle, Left, ReadFiles, StopIntake};
 use crate::metrics::metrics;
 
 /// How often candidates are re-checked for stability.
@@ -410,34 +410,31 @@ impl Watcher {
         };
         ctx.spawn(fut.into_actor(self).map(|outcomes, act, ctx| {
             act.claim_busy = false;
-            for (path, stat, res) in outcomes {
-                act.claimed(path, stat, res, ctx);
+            let tasks: Vec<FileTask> =
+                outcomes.into_iter().filter_map(|(path, stat, res)| act.claimed(path, stat, res)).collect();
+            if !tasks.is_empty() {
+                let parser = act.parser.clone();
+                ctx.spawn(
+                    async move {
+                        if let Err(e) = parser.send(ReadFiles(tasks)).await {
+                            tracing::warn!(error = %e, "parser unavailable");
+                        }
+                    }
+                    .into_actor(act),
+                );
             }
             act.dispatch(ctx);
         }));
     }
 
-    fn claimed(
-        &mut self,
-        path: PathBuf,
-        stat: Stamp,
-        res: Result<(Claim, Fingerprint), String>,
-        ctx: &mut Context<Self>,
-    ) {
+    /// Records a claim's answer; a file to read is returned for the Parser.
+    fn claimed(&mut self, path: PathBuf, stat: Stamp, res: Result<(Claim, Fingerprint), String>) -> Option<FileTask> {
         self.claiming.remove(&path);
         match res {
             Ok((Claim::Read(task), _)) => {
                 tracing::debug!(file = %task.name, "claimed");
                 self.in_flight.insert(path);
-                let parser = self.parser.clone();
-                ctx.spawn(
-                    async move {
-                        if let Err(e) = parser.send(ReadFile(task)).await {
-                            tracing::warn!(error = %e, "parser unavailable");
-                        }
-                    }
-                    .into_actor(self),
-                );
+                return Some(task);
             }
             Ok((Claim::Done, fp)) | Ok((Claim::Parked, fp)) => {
                 self.finished.insert(path, fp.stat);
@@ -456,6 +453,7 @@ impl Watcher {
                 }
             }
         }
+        None
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {

@@ -1,7 +1,7 @@
 //! Writer: commits each batch in one transaction — events, rejects and the
 //! file's checkpoint together — and tells the CheckpointKeeper.
 //!
-//! - Receives: `ValidatedBatch` (Validator).
+//! - Receives: `Validated` (Validator): batches, queued in order.
 //! - Emits: `BatchCommitted` to the CheckpointKeeper; drops the batch (and
 //!   so returns its credit) only after that.
 //! - State: a queue of accepted batches; `pipeline.writers` database
@@ -29,7 +29,7 @@ use crate::actors::parser::read_range;
 use crate::db::write::{commit_batch, commit_group, commit_isolated, connect, Outcome, Route, WriterConn};
 use crate::db::{sql, DbError, Pool};
 use crate::health::Health;
-use crate::messages::{BatchCommitted, BatchEnd, ChildFailed, Counts, FileId, ValidatedBatch};
+use crate::messages::{BatchCommitted, BatchEnd, ChildFailed, Counts, FileId, Validated, ValidatedBatch};
 use crate::metrics::metrics;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -467,10 +467,10 @@ impl Actor for Writer {
     }
 }
 
-impl Handler<ValidatedBatch> for Writer {
+impl Handler<Validated> for Writer {
     type Result = ();
-    fn handle(&mut self, msg: ValidatedBatch, ctx: &mut Context<Self>) {
-        self.queue.push_back(msg);
+    fn handle(&mut self, msg: Validated, ctx: &mut Context<Self>) {
+        self.queue.extend(msg.0);
         self.pump(ctx);
     }
 }

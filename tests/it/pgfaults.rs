@@ -337,8 +337,12 @@ fn frozen_backend_detected_by_batch_timeout() {
             .unwrap();
         row.map(|r| pid = r.get(0)).is_some()
     });
-    let frozen = Frozen::stop(pid);
+    // Counted before the freeze, not after: the frozen backend may hold a
+    // buffer's content lock on ingest_files (an LWLock, which neither a
+    // timeout nor a cancel can interrupt), and a query reading that page
+    // would wait until the backend is resumed.
     let before = committed(&pg);
+    let frozen = Frozen::stop(pid);
     assert!(before < total_rows(&files), "all rows were in before the freeze");
 
     wait_until(Duration::from_secs(15), "the batch timeout fires", || d.log().contains("no answer within"));
