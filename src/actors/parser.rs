@@ -101,13 +101,13 @@ impl Parser {
             return;
         }
         let work = if self.open.len() < self.settings.open_files && !self.queue.is_empty() {
-            // With the files after it that fit in one batch's bytes: small
-            // files are read whole, several to a step.
+            // With the files after it while their text stays within
+            // `STEP_TEXT`: small files are read whole, several to a step.
             let mut tasks = vec![self.queue.pop_front().expect("checked non-empty")];
             let mut bytes = text_left(&tasks[0]);
             while let Some(next) = self.queue.front() {
                 bytes = bytes.saturating_add(text_left(next));
-                if tasks.len() >= STEP_FILES || bytes > self.settings.batch_bytes as u64 {
+                if tasks.len() >= STEP_FILES || bytes > STEP_TEXT {
                     break;
                 }
                 tasks.extend(self.queue.pop_front());
@@ -184,6 +184,15 @@ impl Parser {
 
 /// Files one read step takes at most.
 const STEP_FILES: usize = 256;
+/// Text one step reads at most when it takes several files. A step's
+/// records live as many mid-sized buffers, below the mmap threshold, until
+/// they are validated: a whole batch's worth of them (a hundred 20 kB files)
+/// left the heap 15 MB higher; half a megabyte keeps RSS where one file per
+/// step had it, with a fortieth of the steps.
+const STEP_TEXT: u64 = 512 * 1024;
+/// A file with at most this much left to read is small: its batch's
+/// buffers are sized for all of it at once.
+const SMALL_REST: u64 = 256 * 1024;
 
 /// Bytes of a queued file still to read (for gzip, compressed ones).
 fn text_left(task: &FileTask) -> u64 {
@@ -363,11 +372,15 @@ type ReadResult = Result<(Option<Box<Cursor>>, Batch), (Arc<FileTask>, io::Error
 /// cursor, whichever comes first.
 fn read_batch(mut cursor: Box<Cursor>, max_rows: usize, max_bytes: usize) -> ReadResult {
     crate::failpoints::hit("parser_batch", &cursor.task.name);
-    // Room for the rows the rest of the file can hold (a row takes 10
-    // bytes at least): a small file must not reserve a full batch's room,
-    // which thousands of them would scatter over the heap.
-    let left = if cursor.task.gzip { u64::MAX } else { cursor.task.size.saturating_sub(cursor.offset) / 10 + 1 };
-    let mut records = RecordBatch::with_capacity(max_rows.min(16_384).min(left as usize));
+    let mut records = match cursor.task.size.checked_sub(cursor.offset) {
+        // The rest of a small file: room for all of it at once, so its
+        // buffers never grow (a copy each time) nor keep a doubling's slack
+        // (a step holds a hundred such files).
+        Some(rest) if !cursor.task.gzip && rest <= SMALL_REST => {
+            RecordBatch::with_capacity(max_rows.min(rest as usize / 32 + 1), rest as usize)
+        }
+        _ => RecordBatch::with_capacity(max_rows.min(16_384), 0),
+    };
     let mut eof = false;
     let result = (|| {
         // Full at max_rows rows or max_bytes bytes, whichever comes first:

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use bytes::BytesMut;
 
 use crate::actors::parser::panic_message;
 use crate::actors::writer::Writer;
@@ -132,11 +133,12 @@ impl Validator {
         let now_validating = validating.clone();
         let fut = async move {
             let validated = tokio::task::spawn_blocking(move || {
+                let mut room = BytesMut::with_capacity(batches.iter().map(payload_room).sum());
                 let v: Vec<ValidatedBatch> = batches
                     .into_iter()
                     .map(|b| {
                         now_validating.store(b.file.file_id, Ordering::Relaxed);
-                        validate_batch(b, &mut recent)
+                        validate_batch(b, &mut recent, &mut room)
                     })
                     .collect();
                 (v, recent)
@@ -168,14 +170,19 @@ impl Validator {
     }
 }
 
-/// Validates every record and encodes the valid ones for COPY; the first
-/// valid row with a given event_id wins. Valid rows whose id is in `recent`
-/// go to the batch's repeats; the ids of all valid rows join `recent`.
-pub fn validate_batch(batch: ParsedBatch, recent: &mut RecentIds) -> ValidatedBatch {
+/// Room for a batch's events payload: binary rows run about the size of
+/// the unescaped text plus ~120 bytes of lengths and fixed-size values.
+fn payload_room(batch: &ParsedBatch) -> usize {
+    batch.records.bytes() / 2 + batch.records.len() * 128
+}
+
+/// Validates every record and encodes the valid ones for COPY, into `room`
+/// (see `CopyEncoder::within`); the first valid row with a given event_id
+/// wins. Valid rows whose id is in `recent` go to the batch's repeats; the
+/// ids of all valid rows join `recent`.
+pub fn validate_batch(batch: ParsedBatch, recent: &mut RecentIds, room: &mut BytesMut) -> ValidatedBatch {
     let now = chrono::Utc::now();
     let rows = batch.records.len();
-    // Binary rows run about the size of the unescaped text plus ~120 bytes
-    // of lengths and fixed-size values.
     let mut valid = Vec::with_capacity(rows);
     let mut rejects = Vec::new();
     for rec in batch.records.iter() {
@@ -199,7 +206,7 @@ pub fn validate_batch(batch: ParsedBatch, recent: &mut RecentIds) -> ValidatedBa
     let before = valid.len();
     valid.dedup_by_key(|(e, _)| e.event_id);
     let batch_duplicates = (before - valid.len()) as u64;
-    let mut events = CopyEncoder::new(batch.records.bytes() / 2 + rows * 128);
+    let mut events = CopyEncoder::within(std::mem::take(room));
     let mut repeats = CopyEncoder::new(0);
     let mut repeat_ids = Vec::new();
     for (event, line) in &valid {
@@ -214,6 +221,8 @@ pub fn validate_batch(batch: ParsedBatch, recent: &mut RecentIds) -> ValidatedBa
         recent.insert(&event.event_id);
     }
     drop(valid);
+    let (events, rest) = events.finish_within();
+    *room = rest;
     ValidatedBatch {
         file: batch.file,
         header: batch.header,
@@ -222,7 +231,7 @@ pub fn validate_batch(batch: ParsedBatch, recent: &mut RecentIds) -> ValidatedBa
         end_offset: batch.end_offset,
         end_line: batch.end_line,
         rows: rows as u64,
-        events: events.finish(),
+        events,
         repeats: Repeats { ids: repeat_ids, rows: repeats.finish() },
         rejects,
         batch_duplicates,

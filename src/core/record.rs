@@ -140,8 +140,15 @@ pub struct RecordView<'a> {
 }
 
 impl RecordBatch {
-    pub fn with_capacity(rows: usize) -> Self {
-        RecordBatch { metas: Vec::with_capacity(rows), ..Default::default() }
+    /// Room for `rows` records and `text` bytes of raw text (the unescaped
+    /// fields take no more than their raw text).
+    pub fn with_capacity(rows: usize, text: usize) -> Self {
+        RecordBatch {
+            raw: Vec::with_capacity(text),
+            data: Vec::with_capacity(text),
+            bounds: Vec::new(),
+            metas: Vec::with_capacity(rows),
+        }
     }
 
     /// Appends a copy of `rec`.
@@ -231,7 +238,7 @@ mod tests {
             rec(5, "x\"y", &[], Some(Malformed::StrayQuote)),
             rec(6, "\"c,d\",,e", &["c,d", "", "e"], None),
         ];
-        let mut batch = RecordBatch::with_capacity(4);
+        let mut batch = RecordBatch::with_capacity(4, 0);
         for r in &records {
             batch.push(r);
         }

@@ -38,43 +38,131 @@ impl CopyPayload {
         self.starts.len() as u64
     }
 
-    /// The rows, each as one slice.
-    fn row_slices(&self) -> impl Iterator<Item = &[u8]> {
-        let ends = self.starts.iter().skip(1).copied().chain(std::iter::once(self.bytes.len() - 2));
-        self.starts.iter().zip(ends).map(|(&a, b)| &self.bytes[a..b])
+    /// Where row `i` starts and ends in `bytes`.
+    fn row_bounds(&self, i: usize) -> (usize, usize) {
+        let end = self.starts.get(i + 1).copied().unwrap_or(self.bytes.len() - 2);
+        (self.starts[i], end)
     }
 
-    /// One payload holding the rows of several, in event_id order (no copy
-    /// when only one has rows). Each part is in event_id order already (the
-    /// Validator sorts), so a group of small files' batches goes into the
-    /// table in one sorted pass too: index inserts stay near each other,
-    /// and two connections take shared ids in the same order (one waits
-    /// instead of deadlocking). Rows with the same id keep the parts' order.
-    pub fn merge<'a>(parts: impl IntoIterator<Item = &'a CopyPayload>) -> CopyPayload {
-        let parts: Vec<&CopyPayload> = parts.into_iter().filter(|p| p.rows() > 0).collect();
-        match parts[..] {
-            [] => CopyEncoder::new(0).finish(),
-            [one] => one.clone(),
+    /// The rows of several payloads as one, in event_id order. Each part is
+    /// in event_id order already (the Validator sorts), so a group of small
+    /// files' batches goes into the table in one sorted pass too: index
+    /// inserts stay near each other, and two connections take shared ids in
+    /// the same order (one waits instead of deadlocking). Rows with the same
+    /// id keep the parts' order. Nothing is copied: the result reads the
+    /// parts' rows where they are (a group's payload is megabytes, which a
+    /// merged copy would fault in afresh for every transaction).
+    pub fn merge<'a>(parts: impl IntoIterator<Item = &'a CopyPayload>) -> Merged {
+        let parts: Vec<CopyPayload> = parts.into_iter().filter(|p| p.rows() > 0).cloned().collect();
+        let order = match parts.len() {
+            0 | 1 => None,
             _ => {
                 // A row starts with its field count (2 bytes), then the
                 // event_id's length (4) and its 16 bytes: big-endian, the
                 // same order as `Uuid`'s.
-                let mut rows: Vec<(u128, &[u8])> = Vec::with_capacity(parts.iter().map(|p| p.starts.len()).sum());
-                for p in &parts {
-                    rows.extend(
-                        p.row_slices().map(|row| (u128::from_be_bytes(row[6..22].try_into().expect("16 bytes")), row)),
-                    );
+                let mut keys: Vec<(u128, u32, u32)> = Vec::with_capacity(parts.iter().map(|p| p.starts.len()).sum());
+                for (k, p) in parts.iter().enumerate() {
+                    keys.extend(p.starts.iter().enumerate().map(|(i, &at)| {
+                        let id = u128::from_be_bytes(p.bytes[at + 6..at + 22].try_into().expect("16 bytes"));
+                        (id, k as u32, i as u32)
+                    }));
                 }
                 // Stable, and quick on a few sorted runs: it merges them.
-                rows.sort_by_key(|&(id, _)| id);
-                let mut enc = CopyEncoder::new(parts.iter().map(|p| p.bytes.len()).sum());
-                enc.starts.reserve_exact(rows.len());
-                for (_, row) in &rows {
-                    enc.starts.push(enc.buf.len());
-                    enc.buf.put_slice(row);
-                }
-                enc.finish()
+                keys.sort_by_key(|&(id, _, _)| id);
+                Some(keys.into_iter().map(|(_, k, i)| (k, i)).collect())
             }
+        };
+        let remaining = match (&order, parts.first()) {
+            (_, None) => HEADER.len() + 2,
+            (None, Some(p)) => p.bytes.len(),
+            (Some(_), Some(_)) => {
+                HEADER.len() + 2 + parts.iter().map(|p| p.bytes.len() - HEADER.len() - 2).sum::<usize>()
+            }
+        };
+        Merged { parts, order, at: 0, offset: 0, remaining }
+    }
+}
+
+/// The header and trailer of a payload with no rows.
+const EMPTY: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0\xff\xff";
+const TRAILER: &[u8] = &[0xff, 0xff];
+
+/// Several payloads' rows as one COPY stream (`CopyPayload::merge`), read
+/// in place: a `Buf` whose chunks are the header, each row in order, and
+/// the trailer.
+pub struct Merged {
+    parts: Vec<CopyPayload>,
+    /// (part, row) in stream order; `None`: the one part as it is.
+    order: Option<Vec<(u32, u32)>>,
+    /// The current chunk: with `order`, 0 is the header, `1..=rows` the
+    /// rows, then the trailer; without, 0 is the whole part.
+    at: usize,
+    /// Bytes of the current chunk already read.
+    offset: usize,
+    remaining: usize,
+}
+
+impl Merged {
+    pub fn rows(&self) -> u64 {
+        self.parts.iter().map(|p| p.rows()).sum()
+    }
+
+    fn current(&self) -> &[u8] {
+        match (&self.order, self.parts.first()) {
+            (_, None) => {
+                if self.at == 0 {
+                    EMPTY
+                } else {
+                    &[]
+                }
+            }
+            (None, Some(p)) => {
+                if self.at == 0 {
+                    &p.bytes
+                } else {
+                    &[]
+                }
+            }
+            (Some(order), Some(_)) => match self.at {
+                0 => HEADER,
+                n if n <= order.len() => {
+                    let (k, i) = order[n - 1];
+                    let part = &self.parts[k as usize];
+                    let (a, b) = part.row_bounds(i as usize);
+                    &part.bytes[a..b]
+                }
+                n if n == order.len() + 1 => TRAILER,
+                _ => &[],
+            },
+        }
+    }
+}
+
+impl bytes::Buf for Merged {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        &self.current()[self.offset..]
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        assert!(n <= self.remaining, "advance past the end");
+        self.remaining -= n;
+        while n > 0 {
+            let left = self.current().len() - self.offset;
+            if n < left {
+                self.offset += n;
+                return;
+            }
+            n -= left;
+            self.at += 1;
+            self.offset = 0;
+        }
+        // Never rest on an empty chunk with bytes left.
+        while self.remaining > 0 && self.current().is_empty() {
+            self.at += 1;
         }
     }
 }
@@ -122,10 +210,27 @@ impl CopyEncoder {
         }
     }
 
+    /// An encoder writing into `room` (empty), whose allocation the
+    /// payload then shares with the others cut from it (`finish_within`):
+    /// a hundred small files' payloads take one allocation, released when
+    /// the last of them is, instead of a hundred scattered over the heap.
+    pub fn within(mut room: BytesMut) -> Self {
+        debug_assert!(room.is_empty());
+        room.put_slice(HEADER);
+        CopyEncoder { buf: room, starts: Vec::new() }
+    }
+
     /// The payload, with its trailer.
     pub fn finish(mut self) -> CopyPayload {
         self.buf.put_i16(-1);
         CopyPayload { bytes: self.buf.freeze(), starts: self.starts.into() }
+    }
+
+    /// The payload, and the room left after it for the next one.
+    pub fn finish_within(mut self) -> (CopyPayload, BytesMut) {
+        self.buf.put_i16(-1);
+        let rest = self.buf.split_off(self.buf.len());
+        (CopyPayload { bytes: self.buf.freeze(), starts: self.starts.into() }, rest)
     }
 }
 
@@ -151,6 +256,11 @@ mod tests {
         }
     }
 
+    fn read_all(mut m: Merged) -> Bytes {
+        use bytes::Buf;
+        m.copy_to_bytes(m.remaining())
+    }
+
     fn encode(rows: &[(u128, &str, u64)]) -> CopyPayload {
         let mut enc = CopyEncoder::new(0);
         for (id, user, line) in rows {
@@ -170,7 +280,31 @@ mod tests {
         let want =
             encode(&[(1, "a", 1), (2, "b", 1), (3, "c", 1), (5, "a", 2), (5, "b", 2), (9, "a", 3), (1 << 100, "b", 3)]);
         assert_eq!(merged.rows(), 7);
-        assert_eq!(merged.bytes, want.bytes);
+        assert_eq!(read_all(merged), want.bytes);
+        // One part, or none: the part itself, or an empty payload.
+        assert_eq!(read_all(CopyPayload::merge([&a, &CopyEncoder::new(0).finish()])), a.bytes);
+        assert_eq!(read_all(CopyPayload::merge([&CopyEncoder::new(0).finish()])), CopyEncoder::new(0).finish().bytes);
+    }
+
+    /// A merged stream read in uneven steps, as a socket writer does, gives
+    /// the same bytes, and never shows an empty chunk before its end.
+    #[test]
+    fn merged_stream_reads_in_any_steps() {
+        use bytes::Buf;
+        let a = encode(&[(1, "a", 1), (5, "a", 2)]);
+        let b = encode(&[(2, "b", 1), (7, "b", 2)]);
+        let want = read_all(CopyPayload::merge([&a, &b]));
+        for step in [1, 3, 7, 19, 64, 1000] {
+            let mut m = CopyPayload::merge([&a, &b]);
+            let mut got = Vec::new();
+            while m.has_remaining() {
+                assert!(!m.chunk().is_empty());
+                let n = step.min(m.chunk().len());
+                got.extend_from_slice(&m.chunk()[..n]);
+                m.advance(n);
+            }
+            assert_eq!(got, want, "steps of {step}");
+        }
     }
 
     /// The layout PostgreSQL expects: signature, flags, extension length,
@@ -209,7 +343,7 @@ mod tests {
         two.push(&e, 2, "f.csv");
         two.push(&e, 2, "f.csv");
         let two = two.finish();
-        assert_eq!(CopyPayload::merge([&p, &CopyEncoder::new(0).finish(), &p]).bytes, two.bytes);
+        assert_eq!(read_all(CopyPayload::merge([&p, &CopyEncoder::new(0).finish(), &p])), two.bytes);
         assert_eq!(CopyPayload::merge([&p, &p]).rows(), 2);
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::pin::pin;
 
-use bytes::Bytes;
+use bytes::Buf;
 use futures::SinkExt;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
@@ -21,7 +21,7 @@ use crate::core::event::Event;
 use crate::core::reason::RejectReason;
 use crate::core::record::RawRecord;
 use crate::core::validate::validate;
-use crate::db::copy::{CopyEncoder, CopyPayload};
+use crate::db::copy::{CopyEncoder, CopyPayload, Merged};
 use crate::db::{sql, DbError, Pool};
 use crate::messages::{BatchEnd, Counts, FileTask, RejectRow, ValidatedBatch};
 use crate::metrics::metrics;
@@ -103,8 +103,12 @@ impl Route {
 }
 
 /// Streams an encoded COPY payload (see `db::copy`); returns rows copied.
-async fn copy_payload(tx: &Transaction<'_>, stmt: &Statement, payload: Bytes) -> Result<u64, tokio_postgres::Error> {
-    let sink = tx.copy_in::<_, Bytes>(stmt).await?;
+async fn copy_payload<B: Buf + Send + 'static>(
+    tx: &Transaction<'_>,
+    stmt: &Statement,
+    payload: B,
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = tx.copy_in::<_, B>(stmt).await?;
     let mut sink = pin!(sink);
     sink.send(payload).await?;
     sink.as_mut().finish().await
@@ -130,7 +134,7 @@ async fn put_events<'a>(
         Route::Direct => {
             let events = merged(batches.iter().map(|b| &b.events)).await;
             if events.rows() > 0 {
-                match copy_payload(tx, &st.copy_events, events.bytes).await {
+                match copy_payload(tx, &st.copy_events, events).await {
                     Ok(_) => {}
                     Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                         metrics().routes.with_label_values(&["direct_conflict"]).inc();
@@ -147,7 +151,7 @@ async fn put_events<'a>(
         Route::Staging => merged(batches.iter().flat_map(|b| [&b.events, &b.repeats.rows])).await,
     };
     if merged.rows() > 0 {
-        copy_payload(tx, &st.copy_staging, merged.bytes).await.map_err(DbError::pg("copy events"))?;
+        copy_payload(tx, &st.copy_staging, merged).await.map_err(DbError::pg("copy events"))?;
         if let [b] = batches {
             let n = tx.execute(&st.merge, &[]).await.map_err(DbError::pg("merge events"))?;
             *written.entry(&b.file.name).or_default() += n;
@@ -166,9 +170,9 @@ async fn put_events<'a>(
 }
 
 /// `CopyPayload::merge`, on the blocking pool when there is work to do: a
-/// group of small files' batches is a megabyte to sort and copy, and this
+/// group of small files' batches is ten thousand rows to sort, and this
 /// thread drives every connection.
-async fn merged<'a>(parts: impl IntoIterator<Item = &'a CopyPayload>) -> CopyPayload {
+async fn merged<'a>(parts: impl IntoIterator<Item = &'a CopyPayload>) -> Merged {
     let parts: Vec<CopyPayload> = parts.into_iter().filter(|p| p.rows() > 0).cloned().collect();
     if parts.len() < 2 {
         return CopyPayload::merge(&parts);
