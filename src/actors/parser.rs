@@ -397,6 +397,9 @@ fn read_batch(mut cursor: Box<Cursor>, max_rows: usize, max_bytes: usize) -> Rea
             }
             records.push(&cursor.rec);
         }
+        // Full exactly at the end of the file: this is its last batch (no
+        // empty batch and transaction after it, no put-back in a step).
+        eof |= cursor.reader.at_end();
         // A file that shrank under us is being rewritten: do not commit what
         // may be a torn record; the new content is a new identity.
         if cursor.file.metadata()?.len() < cursor.task.size {
@@ -610,6 +613,12 @@ mod tests {
 
         let step = read_step(Work::Open(step.unread), &settings(), &reading);
         assert_eq!(pieces(&step), [(3, 30, true, 300), (4, 5, true, 50)]);
+
+        // A file that ends exactly where the credit does is whole.
+        let tasks = vec![file(dir.path(), "70.csv", 70, 5), file(dir.path(), "30.csv", 30, 6)];
+        let step = read_step(Work::Open(tasks), &settings(), &reading);
+        assert_eq!(pieces(&step), [(5, 70, true, 700), (6, 30, true, 300)]);
+        assert!(step.cursor.is_none() && step.unread.is_empty());
     }
 
     /// A step's first file is cut like any file: a full batch, then it

@@ -130,6 +130,13 @@ impl<R: BufRead> RecordReader<R> {
         self.guarded(rec, true)
     }
 
+    /// Whether the stream has no bytes left after the last record (blank
+    /// lines left count as bytes). An I/O error here answers `false`: the
+    /// next read meets it again and reports it.
+    pub fn at_end(&mut self) -> bool {
+        !self.failed && !self.bom_pending && matches!(self.src.chunk(), Ok([]))
+    }
+
     /// Byte offset just past the last record returned (= where to resume).
     pub fn offset(&self) -> u64 {
         self.done_offset
@@ -725,6 +732,30 @@ mod tests {
         check("h\nx\n\n\n", &["1[h]", "2[x]"]);
         check("h\nx\r\n\r\n", &["1[h]", "2[x]"]);
         check("h\n\n\"a\nb\"\n\nc\n", &["1[h]", "3[a\\nb]", "6[c]"]);
+    }
+
+    /// `at_end`: no bytes left after the last record read, in any chunking;
+    /// blank lines left are bytes.
+    #[test]
+    fn at_end_after_the_last_record() {
+        for (text, records, end) in [
+            ("h\na\nb\n", 2, true),
+            ("h\na\nb", 2, true),
+            ("h\na\r\n", 1, true),
+            ("h\n", 0, true),
+            ("h\na\nb\n", 1, false),
+            ("h\na\nb\n\n", 2, false),
+        ] {
+            for size in [1, 2, 64] {
+                let mut r = RecordReader::new(Chunked { data: text.as_bytes(), pos: 0, size }, 0, 1, CAP);
+                let mut rec = RawRecord::default();
+                assert!(r.read_header(&mut rec).unwrap());
+                for _ in 0..records {
+                    assert!(r.read_record(&mut rec).unwrap());
+                }
+                assert_eq!(r.at_end(), end, "{text:?} after {records} records, chunks of {size}");
+            }
+        }
     }
 
     #[test]
