@@ -41,13 +41,13 @@ const GENERATION: usize = SLOTS / 4 * 3;
 /// 98 304, about 1 MB in all. A row whose id is here is very likely a
 /// duplicate, but not surely: its first occurrence may still be
 /// uncommitted, refused by the database, or another id's 32-bit tag met on
-/// its probe run (about one lookup in 10^9). So it is only *presumed* one, and the Writer checks it
-/// against the table; guessing wrong costs time, never correctness. An id
-/// missed here that is already stored costs more: the batch's direct COPY
-/// meets it and the batch is redone through staging, so the memory is as
-/// long as fits: a duplicate of a row 60 000 rows back (the old two
-/// generations of 57 344 hashes in 1.2 MB) made 15 of 120 batches of the
-/// benchmark's dirty data pay a wasted COPY.
+/// its probe run (about one lookup in 10^9). So it is only *presumed* one,
+/// and the Writer checks it against the table; guessing wrong costs time,
+/// never correctness. An id missed here that is already stored costs more:
+/// the batch's direct COPY meets it and the batch is redone through
+/// staging. So the memory is as long as 1 MB allows: with two generations
+/// of 57 344 hashes (1.2 MB), duplicates of rows further back made 15 of
+/// 120 transactions of the benchmark's dirty data waste a COPY.
 pub struct RecentIds {
     /// Keys the hash per process, so no input can aim at collisions.
     seed: u64,
@@ -141,8 +141,8 @@ pub struct Validator {
     supervisor: Recipient<ChildFailed>,
     /// Read steps' batches, one step validated at a time.
     queue: VecDeque<Vec<ParsedBatch>>,
-    /// Taken by the batch being validated (off the actor thread), given back
-    /// with its result; `None` while a batch is being validated.
+    /// Taken by the step being validated (off the actor thread), given back
+    /// with its result; `None` meanwhile.
     recent: Option<RecentIds>,
 }
 
