@@ -55,7 +55,7 @@ impl CopyPayload {
     pub fn merge<'a>(parts: impl IntoIterator<Item = &'a CopyPayload>) -> Merged {
         let parts: Vec<CopyPayload> = parts.into_iter().filter(|p| p.rows() > 0).cloned().collect();
         let order = match parts.len() {
-            0 | 1 => None,
+            1 => None,
             _ => {
                 // A row starts with its field count (2 bytes), then the
                 // event_id's length (4) and its 16 bytes: big-endian, the
@@ -72,19 +72,14 @@ impl CopyPayload {
                 Some(keys.into_iter().map(|(_, k, i)| (k, i)).collect())
             }
         };
-        let remaining = match (&order, parts.first()) {
-            (_, None) => HEADER.len() + 2,
-            (None, Some(p)) => p.bytes.len(),
-            (Some(_), Some(_)) => {
-                HEADER.len() + 2 + parts.iter().map(|p| p.bytes.len() - HEADER.len() - 2).sum::<usize>()
-            }
+        let remaining = match order {
+            None => parts[0].bytes.len(),
+            Some(_) => HEADER.len() + 2 + parts.iter().map(|p| p.bytes.len() - HEADER.len() - 2).sum::<usize>(),
         };
         Merged { parts, order, at: 0, offset: 0, remaining }
     }
 }
 
-/// The header and trailer of a payload with no rows.
-const EMPTY: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0\xff\xff";
 const TRAILER: &[u8] = &[0xff, 0xff];
 
 /// Several payloads' rows as one COPY stream (`CopyPayload::merge`), read
@@ -92,7 +87,8 @@ const TRAILER: &[u8] = &[0xff, 0xff];
 /// the trailer.
 pub struct Merged {
     parts: Vec<CopyPayload>,
-    /// (part, row) in stream order; `None`: the one part as it is.
+    /// (part, row) in stream order (none for no part: header and trailer
+    /// only); `None`: the one part as it is.
     order: Option<Vec<(u32, u32)>>,
     /// The current chunk: with `order`, 0 is the header, `1..=rows` the
     /// rows, then the trailer; without, 0 is the whole part.
@@ -108,22 +104,15 @@ impl Merged {
     }
 
     fn current(&self) -> &[u8] {
-        match (&self.order, self.parts.first()) {
-            (_, None) => {
+        match &self.order {
+            None => {
                 if self.at == 0 {
-                    EMPTY
+                    &self.parts[0].bytes
                 } else {
                     &[]
                 }
             }
-            (None, Some(p)) => {
-                if self.at == 0 {
-                    &p.bytes
-                } else {
-                    &[]
-                }
-            }
-            (Some(order), Some(_)) => match self.at {
+            Some(order) => match self.at {
                 0 => HEADER,
                 n if n <= order.len() => {
                     let (k, i) = order[n - 1];
