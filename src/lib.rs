@@ -4,6 +4,7 @@
 pub mod actors;
 pub mod config;
 pub mod core;
+pub mod credit;
 pub mod db;
 pub mod failpoints;
 pub mod fsutil;
@@ -12,5 +13,6 @@ pub mod http;
 pub mod messages;
 pub mod metrics;
 pub mod replay;
+pub mod source;
 pub mod status;
 pub mod supervisor;

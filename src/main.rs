@@ -176,7 +176,9 @@ fn dispatch(command: Command) -> Result<u8, Fatal> {
         }
         Command::ReplayRejects { config, file, reason, json } => {
             if let Some(r) = &reason {
-                if ingestd::core::reason::RejectReason::parse(r).is_none() {
+                let pipeline = ingestd::core::pipeline::builtin();
+                let known = pipeline.schema.reasons().into_iter().chain(ingestd::core::reason::RejectReason::BUILT_IN);
+                if !known.into_iter().any(|k| k.as_str() == r) {
                     return Err(Fatal::config(format!("--reason {r}: not a reject reason")));
                 }
             }
@@ -184,8 +186,14 @@ fn dispatch(command: Command) -> Result<u8, Fatal> {
             init_logging(&config);
             with_database(&config, |pool| async move {
                 db::migrate::run(&pool).await.map_err(Fatal::other)?;
-                let done =
-                    ingestd::replay::run(&pool, file.as_deref(), reason.as_deref()).await.map_err(Fatal::other)?;
+                let done = ingestd::replay::run(
+                    &pool,
+                    &ingestd::core::pipeline::builtin(),
+                    file.as_deref(),
+                    reason.as_deref(),
+                )
+                .await
+                .map_err(Fatal::other)?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&done).map_err(Fatal::other)?);
                 } else {
@@ -330,7 +338,8 @@ fn run(config: Config, until_idle: bool) -> Result<u8, Fatal> {
                     let _ = pg.stop();
                 }
             });
-            Supervisor::new(config.clone(), pool, health, until_idle, http, signals, Some(hard_exit)).start();
+            let pipeline = ingestd::core::pipeline::builtin();
+            Supervisor::new(config.clone(), pipeline, pool, health, until_idle, http, signals, Some(hard_exit)).start();
             Ok::<bool, Fatal>(true)
         }
     };

@@ -11,66 +11,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tokio::sync::OwnedSemaphorePermit;
 
+use crate::core::copy::CopyPayload;
 use crate::core::header::Header;
-use crate::core::reason::RejectReason;
 use crate::core::record::RecordBatch;
+use crate::core::validate::{Checked, RejectRow};
+use crate::credit::Credit;
+use crate::db::write::Counts;
 use crate::db::DbError;
+use crate::source::ReadError;
 
 /// Primary key of a row in `ingest_files`.
 pub type FileId = i64;
-
-/// Credit units one full batch costs. The window holds
-/// `batches_in_flight x CREDIT_UNITS`; a batch costs its share of a full
-/// batch, by rows or by bytes, whichever is larger, so many small files can
-/// be in flight at once under the same memory bound.
-pub const CREDIT_UNITS: usize = 1000;
-
-/// A batch's share of the credit window. The Parser takes a full batch's
-/// worth before a read step, splits off each batch's share once it is read,
-/// and gives back what the step did not use; a share is released when its
-/// batch is dropped: after its commit, or when it is abandoned (its actor
-/// stopped). Dropping it is the ack.
-///
-/// It also accounts the batch's rows in the `ingestd_rows_in_memory` gauge,
-/// so the memory bound is observable from outside.
-#[derive(Debug)]
-pub struct Credit {
-    _permit: OwnedSemaphorePermit,
-    rows: i64,
-}
-
-impl Credit {
-    /// Holds `permit` for a batch of `rows` rows, and counts them as held.
-    pub fn new(permit: OwnedSemaphorePermit, rows: usize) -> Self {
-        let m = crate::metrics::metrics();
-        m.batches_in_flight.inc();
-        m.rows_in_memory.add(rows as i64);
-        let now = m.rows_in_memory.get();
-        if now > m.rows_in_memory_peak.get() {
-            m.rows_in_memory_peak.set(now);
-        }
-        Credit { _permit: permit, rows: rows as i64 }
-    }
-
-    /// The units a batch of `rows` rows and `bytes` bytes costs: its share
-    /// of a full batch, by rows or by bytes, whichever is larger (at least
-    /// one, at most a full batch).
-    pub fn units(rows: usize, batch_rows: usize, bytes: usize, batch_bytes: usize) -> usize {
-        let by_rows = rows.saturating_mul(CREDIT_UNITS).div_ceil(batch_rows.max(1));
-        let by_bytes = bytes.saturating_mul(CREDIT_UNITS).div_ceil(batch_bytes.max(1));
-        by_rows.max(by_bytes).clamp(1, CREDIT_UNITS)
-    }
-}
-
-impl Drop for Credit {
-    fn drop(&mut self) {
-        let m = crate::metrics::metrics();
-        m.rows_in_memory.sub(self.rows);
-        m.batches_in_flight.dec();
-    }
-}
 
 /// A file the CheckpointKeeper has claimed for reading, with where to resume.
 #[derive(Debug, Clone)]
@@ -147,26 +99,42 @@ pub struct ParsedBatch {
     pub credit: Credit,
 }
 
+impl ParsedBatch {
+    /// A file that could not be read: no rows, and why.
+    pub fn failed(file: Arc<FileTask>, error: ReadError, credit: Credit) -> ParsedBatch {
+        ParsedBatch {
+            start_offset: file.offset,
+            start_line: file.line,
+            end_offset: file.offset,
+            end_line: file.line,
+            header: Arc::new(Header::unread()),
+            file,
+            records: RecordBatch::default(),
+            end: BatchEnd::Abort(Arc::new(error)),
+            credit,
+        }
+    }
+}
+
 /// Where a batch leaves its file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum BatchEnd {
     /// More batches follow.
     More,
     /// The file's last batch: once committed, the file is done.
     Eof,
-    /// Reading failed; the batch holds no rows. `park`: the content is
-    /// damaged (park the file as failed); otherwise retry the file later.
-    Abort { error: String, park: bool },
+    /// Reading failed; the batch holds no rows. A permanent error (damaged
+    /// content) parks the file as failed; otherwise it is retried later.
+    Abort(Arc<ReadError>),
 }
 
-/// A row that failed a rule.
-#[derive(Debug, Clone)]
-pub struct RejectRow {
-    pub line: u64,
-    pub reason: RejectReason,
-    pub detail: String,
-    pub raw: Vec<u8>,
-    pub raw_truncated: bool,
+impl BatchEnd {
+    pub fn is_last(&self) -> bool {
+        matches!(self, BatchEnd::Eof)
+    }
+    pub fn is_abort(&self) -> bool {
+        matches!(self, BatchEnd::Abort(_))
+    }
 }
 
 /// Validator → Writer: the batches of one `Parsed`, validated, in order.
@@ -187,37 +155,56 @@ pub struct ValidatedBatch {
     /// Data rows in the batch: events + repeats + rejects + in-batch
     /// duplicates.
     pub rows: u64,
-    /// The valid rows, encoded for binary COPY, in event_id order.
-    pub events: crate::db::copy::CopyPayload,
-    /// Valid rows whose id the Validator saw in a recent batch: most likely
-    /// duplicates, kept apart so the rest can still go straight into the
-    /// table. The Writer checks them (see `db::write`).
-    pub repeats: Repeats,
+    /// The valid rows, encoded for binary COPY, in key order.
+    pub events: CopyPayload,
+    /// Valid rows whose key the Validator saw in a recent batch: most
+    /// likely duplicates, kept apart so the rest can still go straight into
+    /// the table. The Writer checks them (see `db::write`).
+    pub repeats: CopyPayload,
     pub rejects: Vec<RejectRow>,
-    /// Valid rows dropped because an earlier row of the batch had their id.
+    /// Valid rows dropped because an earlier row of the batch had their key.
     pub batch_duplicates: u64,
     pub end: BatchEnd,
     pub credit: Credit,
 }
 
-/// A batch's presumed duplicates: their ids (sorted) and their rows, encoded
-/// like `ValidatedBatch::events`, for when an id turns out not to be stored.
-#[derive(Debug, Clone, Default)]
-pub struct Repeats {
-    pub ids: Vec<uuid::Uuid>,
-    pub rows: crate::db::copy::CopyPayload,
-}
+impl ValidatedBatch {
+    /// The batch `parsed` became once its rows were `checked`.
+    pub fn new(parsed: ParsedBatch, checked: Checked) -> ValidatedBatch {
+        ValidatedBatch {
+            file: parsed.file,
+            header: parsed.header,
+            start_offset: parsed.start_offset,
+            start_line: parsed.start_line,
+            end_offset: parsed.end_offset,
+            end_line: parsed.end_line,
+            rows: checked.rows,
+            events: checked.events,
+            repeats: checked.repeats,
+            rejects: checked.rejects,
+            batch_duplicates: checked.batch_duplicates,
+            end: parsed.end,
+            credit: parsed.credit,
+        }
+    }
 
-/// Counts of one committed batch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub rows: u64,
-    pub written: u64,
-    pub duplicate: u64,
-    pub rejected: u64,
-    /// The batch's transaction also marked its file done (its last batch,
-    /// rows adding up): the file's rejected rows in all, for its disk work.
-    pub file_done: Option<i64>,
+    /// What the database layer needs of it.
+    pub fn as_db(&self) -> crate::db::write::Batch<'_> {
+        crate::db::write::Batch {
+            file_id: self.file.file_id,
+            file_name: &self.file.name,
+            header: self.header.raw(),
+            start_offset: self.start_offset,
+            end_offset: self.end_offset,
+            end_line: self.end_line,
+            rows: self.rows,
+            events: &self.events,
+            repeats: &self.repeats,
+            rejects: &self.rejects,
+            batch_duplicates: self.batch_duplicates,
+            last: self.end.is_last(),
+        }
+    }
 }
 
 /// Writer → CheckpointKeeper: a batch is durable.

@@ -58,9 +58,6 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(batch_seconds.clone())).expect("unique metric");
         let rejects = counter_vec("ingestd_rejects_total", "Rejected rows by reason.", "reason");
-        for r in crate::core::reason::RejectReason::ALL {
-            rejects.with_label_values(&[r.as_str()]);
-        }
         Metrics {
             rows_written: counter("ingestd_rows_written_total", "Rows written to the events table."),
             rows_duplicate: counter("ingestd_rows_duplicate_total", "Valid rows whose event_id was already written."),
@@ -108,6 +105,13 @@ impl Metrics {
                 c
             },
             registry,
+        }
+    }
+
+    /// Shows every reason a pipeline can give, at 0 until it happens.
+    pub fn declare_reasons(&self, reasons: &[crate::core::reason::RejectReason]) {
+        for r in reasons {
+            self.rejects.with_label_values(&[r.as_str()]);
         }
     }
 

@@ -21,18 +21,20 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use signal_hook::consts::SIGTERM;
-use tokio::sync::Semaphore;
 
-use crate::actors::checkpoint_keeper::{CheckpointKeeper, KeeperSettings, Pending, SetWatcher};
+use crate::actors::checkpoint_keeper::{CheckpointKeeper, DiskWork, KeeperSettings, SetWatcher};
 use crate::actors::generator::{GenSpec, Generator};
 use crate::actors::parser::{Parser, ParserSettings};
 use crate::actors::validator::Validator;
 use crate::actors::watcher::{Watcher, WatcherSettings};
 use crate::actors::writer::{Writer, WriterSettings};
 use crate::config::Config;
+use crate::core::pipeline::Pipeline;
+use crate::credit::{Credits, Window};
+use crate::db::sql::PipelineSql;
 use crate::db::{sql, Pool};
 use crate::health::Health;
-use crate::messages::{ChildFailed, IsIdle, RecordFailure, Stop, StopIntake, StopReading, CREDIT_UNITS};
+use crate::messages::{ChildFailed, IsIdle, RecordFailure, Stop, StopIntake, StopReading};
 use crate::metrics::metrics;
 
 /// Exit code when the restart budget is spent.
@@ -42,7 +44,8 @@ pub const EXIT_DRAIN_TIMEOUT: i32 = 1;
 /// Exit code after a second signal.
 pub const EXIT_SECOND_SIGNAL: i32 = 130;
 
-const POLL: Duration = Duration::from_millis(20);
+/// How often the drain says how far it is.
+const DRAIN_LOG: Duration = Duration::from_secs(2);
 /// How often the folder lock's connection is checked, and how often a
 /// standby daemon tries to take the lock.
 const LOCK_CHECK: Duration = Duration::from_secs(1);
@@ -73,11 +76,16 @@ struct Children {
     validator: Addr<Validator>,
     parser: Addr<Parser>,
     watcher: Addr<Watcher>,
-    credits: Arc<Semaphore>,
+    credits: Credits,
+    /// The CheckpointKeeper's disk work under way.
+    disk: Arc<DiskWork>,
 }
 
 pub struct Supervisor {
     config: Arc<Config>,
+    pipeline: Arc<Pipeline>,
+    sql: Arc<PipelineSql>,
+    window: Window,
     pool: Pool,
     health: Arc<Health>,
     until_idle: bool,
@@ -100,8 +108,10 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<Config>,
+        pipeline: Arc<Pipeline>,
         pool: Pool,
         health: Arc<Health>,
         until_idle: bool,
@@ -109,7 +119,11 @@ impl Supervisor {
         signals: signal_hook_tokio::Signals,
         on_hard_exit: Option<Box<dyn FnOnce()>>,
     ) -> Self {
+        crate::metrics::metrics().declare_reasons(&pipeline.schema.reasons());
         Supervisor {
+            window: Window::new(config.pipeline.batches_in_flight, 1),
+            sql: Arc::new(PipelineSql::new(&pipeline)),
+            pipeline,
             config,
             pool,
             health,
@@ -235,18 +249,13 @@ impl Supervisor {
         }
     }
 
-    /// The credit window, in units (see `messages::CREDIT_UNITS`).
-    fn window(&self) -> usize {
-        self.config.pipeline.batches_in_flight * CREDIT_UNITS
-    }
-
     /// Starts the data path, downstream first, so every actor's downstream
     /// exists before anything can be sent to it.
     fn start_children(&mut self, ctx: &mut Context<Self>) {
         let c = &self.config;
         let me = ctx.address().recipient::<ChildFailed>();
-        let credits = Arc::new(Semaphore::new(self.window()));
-        let ck = CheckpointKeeper::new(
+        let credits = self.window.for_pipeline();
+        let keeper = CheckpointKeeper::new(
             self.pool.clone(),
             KeeperSettings {
                 processed: c.paths.processed.clone(),
@@ -254,14 +263,17 @@ impl Supervisor {
                 after_commit: c.pipeline.after_commit,
                 max_file_attempts: c.pipeline.max_file_attempts,
             },
-        )
-        .start();
+        );
+        let disk = keeper.disk_work();
+        let ck = keeper.start();
         let writer = Writer::new(
             self.pool.clone(),
-            ck.clone(),
+            ck.clone().recipient(),
             me.clone(),
             self.health.clone(),
             WriterSettings {
+                pipeline: self.pipeline.clone(),
+                sql: self.sql.clone(),
                 batch_timeout: Duration::from_secs(c.database.batch_timeout_secs),
                 writers: c.pipeline.writers,
                 max_record_bytes: c.pipeline.max_record_bytes,
@@ -269,15 +281,16 @@ impl Supervisor {
             },
         )
         .start();
-        let validator = Validator::new(writer.clone(), me.clone()).start();
+        let validator = Validator::new(self.pipeline.clone(), writer.clone().recipient(), me.clone()).start();
         let parser = Parser::new(
             ParserSettings {
+                pipeline: self.pipeline.clone(),
                 open_files: c.pipeline.writers,
                 batch_rows: c.pipeline.batch_rows,
                 batch_bytes: c.pipeline.batch_bytes,
                 max_record_bytes: c.pipeline.max_record_bytes,
             },
-            validator.clone(),
+            validator.clone().recipient(),
             me,
             credits.clone(),
         )
@@ -299,7 +312,7 @@ impl Supervisor {
         )
         .start();
         ck.do_send(SetWatcher(watcher.clone().recipient()));
-        self.children = Some(Children { ck, writer, validator, parser, watcher, credits });
+        self.children = Some(Children { ck, writer, validator, parser, watcher, credits, disk });
         self.health.set_running(true);
     }
 
@@ -335,39 +348,40 @@ impl Supervisor {
         };
         c.watcher.do_send(StopIntake);
         c.parser.do_send(StopReading);
-        let deadline = Instant::now() + Duration::from_secs(self.config.shutdown.drain_timeout_secs);
-        self.drain_poll(ctx, deadline, Instant::now());
-    }
-
-    fn drain_poll(&mut self, ctx: &mut Context<Self>, deadline: Instant, last_log: Instant) {
-        let Some(c) = &self.children else { return };
-        let window = self.window();
-        // Every unit back in the window = every batch committed (or dropped).
-        let units_out = window - c.credits.available_permits();
-        let in_flight = metrics().batches_in_flight.get();
-        let ck = c.ck.clone();
-        let fut = async move { ck.send(Pending).await.unwrap_or(0) };
-        ctx.spawn(fut.into_actor(self).map(move |pending, act, ctx| {
-            if units_out == 0 && pending == 0 {
-                tracing::info!("drained: every batch in flight is committed");
-                act.finish(ctx, 0);
-            } else if Instant::now() >= deadline {
-                tracing::error!(
-                    batches_in_flight = in_flight,
-                    files_finishing = pending,
-                    "drain deadline passed; stopping anyway (uncommitted batches are replayed at the next start)"
-                );
-                act.finish(ctx, EXIT_DRAIN_TIMEOUT);
-            } else {
-                let last_log = if last_log.elapsed() >= Duration::from_secs(2) {
-                    tracing::info!(batches_in_flight = in_flight, files_finishing = pending, "draining");
-                    Instant::now()
+        // Done when the last batch in flight is dropped after its commit
+        // (its credit comes back) and the last finished file's disk work
+        // ends: both signal it, nothing is polled.
+        let (credits, disk) = (c.credits.clone(), c.disk.clone());
+        let drained = async move {
+            credits.drained().await;
+            disk.idle().await;
+        };
+        let limit = Duration::from_secs(self.config.shutdown.drain_timeout_secs);
+        ctx.spawn(async move { tokio::time::timeout(limit, drained).await.is_ok() }.into_actor(self).map(
+            |drained, act, ctx| {
+                if drained {
+                    tracing::info!("drained: every batch in flight is committed");
+                    act.finish(ctx, 0);
                 } else {
-                    last_log
-                };
-                ctx.run_later(POLL, move |act, ctx| act.drain_poll(ctx, deadline, last_log));
+                    let (batches, files) = act.children.as_ref().map_or((0, 0), |c| (c.credits.out(), c.disk.files()));
+                    tracing::error!(
+                        credit_units_out = batches,
+                        files_finishing = files,
+                        "drain deadline passed; stopping anyway (uncommitted batches are replayed at the next start)"
+                    );
+                    act.finish(ctx, EXIT_DRAIN_TIMEOUT);
+                }
+            },
+        ));
+        ctx.run_interval(DRAIN_LOG, |act, _| {
+            if let Some(c) = &act.children {
+                tracing::info!(
+                    batches_in_flight = metrics().batches_in_flight.get(),
+                    files_finishing = c.disk.files(),
+                    "draining"
+                );
             }
-        }));
+        });
     }
 
     fn finish(&mut self, _ctx: &mut Context<Self>, code: i32) {
@@ -386,14 +400,9 @@ impl Supervisor {
             return;
         }
         let Some(c) = &self.children else { return };
-        let all_returned = c.credits.available_permits() == self.window();
+        let all_returned = c.credits.all_back() && c.disk.files() == 0;
         let watcher = c.watcher.clone();
-        let ck = c.ck.clone();
-        let fut = async move {
-            let idle = watcher.send(IsIdle).await.unwrap_or(false);
-            let pending = ck.send(Pending).await.unwrap_or(1);
-            idle && pending == 0
-        };
+        let fut = async move { watcher.send(IsIdle).await.unwrap_or(false) };
         ctx.spawn(fut.into_actor(self).map(move |idle, act, ctx| {
             if idle && all_returned {
                 act.drain(ctx, "idle (--until-idle)");

@@ -52,8 +52,9 @@ pub struct CheckpointKeeper {
     pool: Pool,
     settings: Arc<KeeperSettings>,
     watcher: Option<Recipient<FileFinished>>,
-    /// Files whose after-commit disk work has not finished.
-    pending: usize,
+    /// Files whose after-commit disk work has not finished (the drain
+    /// waits for none).
+    pending: Arc<DiskWork>,
     /// Files to mark done in the next round, and whether a round runs.
     to_mark: Vec<Arc<FileTask>>,
     marking: bool,
@@ -69,7 +70,7 @@ impl CheckpointKeeper {
             pool,
             settings: Arc::new(settings),
             watcher: None,
-            pending: 0,
+            pending: Arc::new(DiskWork::default()),
             to_mark: Vec::new(),
             marking: false,
             to_move: Vec::new(),
@@ -85,7 +86,7 @@ impl CheckpointKeeper {
 
     /// Queues a file whose last batch is committed, to be marked done.
     fn complete(&mut self, file: Arc<FileTask>, ctx: &mut Context<Self>) {
-        self.pending += 1;
+        self.pending.start();
         self.to_mark.push(file);
         self.mark_queued(ctx);
     }
@@ -137,7 +138,7 @@ impl CheckpointKeeper {
     /// round. A move that fails is retried alone (`finish`).
     fn done(&mut self, file: Arc<FileTask>, rejected: i64, ctx: &mut Context<Self>) {
         metrics().files_done.inc();
-        self.pending += 1;
+        self.pending.start();
         if rejected > 0 {
             self.finish(file, Some(rejected), ctx);
             return;
@@ -171,7 +172,7 @@ impl CheckpointKeeper {
                     for (file, result) in moved {
                         match result {
                             Ok(kept) => {
-                                act.pending -= 1;
+                                act.pending.end();
                                 act.finished(&file, left_by(&file, kept));
                             }
                             Err(e) => {
@@ -221,7 +222,7 @@ impl CheckpointKeeper {
             (file, kept)
         };
         ctx.spawn(fut.into_actor(self).map(|(file, kept), act, _| {
-            act.pending -= 1;
+            act.pending.end();
             tracing::debug!(file = %file.name, "file finished");
             act.finished(&file, left_by(&file, kept));
         }));
@@ -480,15 +481,45 @@ impl Handler<SetWatcher> for CheckpointKeeper {
     }
 }
 
-/// Supervisor → CheckpointKeeper: files whose disk work is still running.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct Pending;
+impl CheckpointKeeper {
+    /// The count of files whose disk work is under way, for the drain.
+    pub fn disk_work(&self) -> Arc<DiskWork> {
+        self.pending.clone()
+    }
+}
 
-impl Handler<Pending> for CheckpointKeeper {
-    type Result = usize;
-    fn handle(&mut self, _: Pending, _: &mut Context<Self>) -> usize {
-        self.pending
+/// Files whose after-commit disk work is under way: a count that says
+/// when it reaches zero.
+#[derive(Debug, Default)]
+pub struct DiskWork {
+    files: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl DiskWork {
+    fn start(&self) {
+        self.files.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        if self.files.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    pub fn files(&self) -> usize {
+        self.files.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves when no disk work is under way.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.files() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -576,14 +607,15 @@ impl Handler<BatchCommitted> for CheckpointKeeper {
                 Some(rejected) => self.done(msg.file, rejected, ctx),
                 None => self.complete(msg.file, ctx),
             },
-            BatchEnd::Abort { error, park: false } => {
+            BatchEnd::Abort(error) if !error.is_permanent() => {
                 metrics().watch_errors.inc();
                 tracing::warn!(file = %msg.file.name, %error, "cannot read file; will retry later");
                 self.finished(&msg.file, Left::Retry(msg.file.stamp.clone()));
             }
-            BatchEnd::Abort { error, park: true } => {
+            BatchEnd::Abort(error) => {
                 let pool = self.pool.clone();
                 let file = msg.file;
+                let error = error.to_string();
                 let fut = async move {
                     let mut delay = RETRY_BASE;
                     loop {

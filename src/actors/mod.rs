@@ -25,6 +25,22 @@ pub fn mailbox_capacity() -> usize {
     MAILBOX_CAPACITY.load(Ordering::Relaxed)
 }
 
+/// A blocking task's failure as a message: the panic's text if it
+/// panicked.
+pub fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("panic: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("panic: {s}")
+    } else {
+        "panic".into()
+    }
+}
+
 macro_rules! stoppable {
     ($($actor:ty),*) => {$(
         impl Handler<Stop> for $actor {

@@ -1,8 +1,8 @@
 //! Parser: streams files into batches of records.
 //!
 //! - Receives: `ReadFiles` (Watcher), `StopReading` (Supervisor).
-//! - Emits: `Parsed` to the Validator: one read step's batches, each
-//!   holding its share of the credit window.
+//! - Emits: `Parsed` to its downstream (the Validator): one read step's
+//!   batches, each holding its share of the credit window.
 //! - State: queued files; the open files' cursors (reader, header,
 //!   position). Up to `open_files` files are read at once, a batch from each
 //!   in turn, so the Writer's connections can commit different files side by
@@ -16,29 +16,24 @@
 //!   read), so a slow or stalled database stops the reading here.
 //!
 //! Reading and parsing run on tokio's blocking pool: the actor thread also
-//! drives the database connections and must never block.
+//! drives the database connections and must never block. The reading itself
+//! is `crate::source`'s.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::actors::validator::Validator;
-use crate::core::header::Header;
-use crate::core::reader::RecordReader;
-use crate::core::record::{RawRecord, RecordBatch};
-use crate::messages::{
-    BatchEnd, ChildFailed, Credit, FileTask, Parsed, ParsedBatch, ReadFiles, StopReading, CREDIT_UNITS,
-};
-
-const READ_BUFFER: usize = 256 * 1024;
+use crate::actors::panic_message;
+use crate::core::pipeline::Pipeline;
+use crate::credit::{self, Credits, StepCredit, CREDIT_UNITS};
+use crate::messages::{BatchEnd, ChildFailed, FileTask, Parsed, ParsedBatch, ReadFiles, StopReading};
+use crate::source::{self, Batch, Cursor, ReadError};
 
 #[derive(Debug, Clone)]
 pub struct ParserSettings {
+    pub pipeline: Arc<Pipeline>,
     /// Files read at once (one per Writer connection keeps them all busy).
     pub open_files: usize,
     pub batch_rows: usize,
@@ -46,27 +41,11 @@ pub struct ParserSettings {
     pub max_record_bytes: usize,
 }
 
-type Stream = Box<dyn BufRead + Send>;
-
-/// An open file being read.
-struct Cursor {
-    task: Arc<FileTask>,
-    header: Arc<Header>,
-    reader: RecordReader<Stream>,
-    /// For noticing truncation while the file is read.
-    file: File,
-    /// Checkpoint where the next batch starts, and its line.
-    offset: u64,
-    line: u64,
-    /// Reused for every record: no allocation per row.
-    rec: RawRecord,
-}
-
 pub struct Parser {
     settings: ParserSettings,
-    validator: Addr<Validator>,
+    downstream: Recipient<Parsed>,
     supervisor: Recipient<ChildFailed>,
-    credits: Arc<Semaphore>,
+    credits: Credits,
     queue: VecDeque<FileTask>,
     /// Open files, read round-robin.
     open: VecDeque<Box<Cursor>>,
@@ -77,13 +56,13 @@ pub struct Parser {
 impl Parser {
     pub fn new(
         settings: ParserSettings,
-        validator: Addr<Validator>,
+        downstream: Recipient<Parsed>,
         supervisor: Recipient<ChildFailed>,
-        credits: Arc<Semaphore>,
+        credits: Credits,
     ) -> Self {
         Parser {
             settings,
-            validator,
+            downstream,
             supervisor,
             credits,
             queue: VecDeque::new(),
@@ -121,12 +100,12 @@ impl Parser {
         };
         self.busy = true;
         let credits = self.credits.clone();
-        let validator = self.validator.clone();
+        let downstream = self.downstream.clone();
         let settings = self.settings.clone();
         // The file being read, for blaming a panic on the right one.
         let reading = Arc::new(AtomicI64::new(work.file_id()));
         let fut = async move {
-            let Ok(mut permit) = credits.acquire_many_owned(CREDIT_UNITS as u32).await else {
+            let Some(mut credit) = credits.step().await else {
                 return Step::Stopped;
             };
             let now_reading = reading.clone();
@@ -141,20 +120,14 @@ impl Parser {
                     })
                 }
             };
-            let batches: Vec<ParsedBatch> = read
-                .pieces
-                .into_iter()
-                .map(|piece| {
-                    let share = permit.split(piece.units).expect("a step's shares fit in its credit");
-                    piece.into_message(share)
-                })
-                .collect();
+            let batches: Vec<ParsedBatch> =
+                read.pieces.into_iter().map(|piece| piece.into_message(&mut credit)).collect();
             // What the step did not use goes back to the window here.
-            drop(permit);
+            drop(credit);
             for b in &batches {
                 tracing::debug!(file = %b.file.name, rows = b.records.len(), "batch read");
             }
-            if validator.send(Parsed(batches)).await.is_err() {
+            if downstream.send(Parsed(batches)).await.is_err() {
                 return Step::Stopped;
             }
             Step::Sent { cursor: read.cursor, unread: read.unread }
@@ -190,10 +163,6 @@ const STEP_FILES: usize = 256;
 /// left the heap 15 MB higher; half a megabyte keeps RSS where one file per
 /// step had it, with a fortieth of the steps.
 const STEP_TEXT: u64 = 512 * 1024;
-/// A file with at most this much left to read is small: its batch's
-/// buffers are sized for all of it at once.
-const SMALL_REST: u64 = 256 * 1024;
-
 /// Bytes of a queued file still to read (for gzip, its compressed size: a
 /// rough guide, since the step's credit bounds what it reads anyway).
 fn text_left(task: &FileTask) -> u64 {
@@ -238,58 +207,28 @@ struct StepRead {
 
 /// A batch, or a file that could not be read, and the credit units it takes.
 struct Piece {
-    read: Result<Batch, (Arc<FileTask>, io::Error)>,
+    read: Result<Batch, (Arc<FileTask>, ReadError)>,
     units: usize,
 }
 
 impl Piece {
-    fn into_message(self, share: OwnedSemaphorePermit) -> ParsedBatch {
+    fn into_message(self, credit: &mut StepCredit) -> ParsedBatch {
         match self.read {
             Ok(b) => {
-                let credit = Credit::new(share, b.records.len());
-                b.into_message(credit)
-            }
-            Err((task, error)) => {
-                let park = is_permanent(&error);
+                let credit = credit.split(self.units, b.records.len());
                 ParsedBatch {
-                    start_offset: task.offset,
-                    start_line: task.line,
-                    end_offset: task.offset,
-                    end_line: task.line,
-                    header: Arc::new(Header::parse(&RawRecord::default())),
-                    file: task,
-                    records: RecordBatch::default(),
-                    end: BatchEnd::Abort { error: error.to_string(), park },
-                    credit: Credit::new(share, 0),
+                    file: b.task,
+                    header: b.header,
+                    start_offset: b.start_offset,
+                    start_line: b.start_line,
+                    end_offset: b.end_offset,
+                    end_line: b.end_line,
+                    records: b.records,
+                    end: if b.eof { BatchEnd::Eof } else { BatchEnd::More },
+                    credit,
                 }
             }
-        }
-    }
-}
-
-struct Batch {
-    task: Arc<FileTask>,
-    header: Arc<Header>,
-    start_offset: u64,
-    start_line: u64,
-    end_offset: u64,
-    end_line: u64,
-    records: RecordBatch,
-    eof: bool,
-}
-
-impl Batch {
-    fn into_message(self, credit: Credit) -> ParsedBatch {
-        ParsedBatch {
-            file: self.task,
-            header: self.header,
-            start_offset: self.start_offset,
-            start_line: self.start_line,
-            end_offset: self.end_offset,
-            end_line: self.end_line,
-            records: self.records,
-            end: if self.eof { BatchEnd::Eof } else { BatchEnd::More },
-            credit,
+            Err((task, error)) => ParsedBatch::failed(task, error, credit.split(self.units, 0)),
         }
     }
 }
@@ -324,7 +263,7 @@ fn read_step(work: Work, settings: &ParserSettings, reading: &AtomicI64) -> Step
         }
         reading.store(task.file_id, Ordering::Relaxed);
         let task = Arc::new(task);
-        let cursor = match open(task.clone(), settings) {
+        let cursor = match source::open(task.clone(), &settings.pipeline.schema, settings.max_record_bytes) {
             Ok(c) => Box::new(c),
             Err(e) => {
                 step.pieces.push(Piece { read: Err((task, e)), units: 1 });
@@ -358,167 +297,16 @@ fn read_step(work: Work, settings: &ParserSettings, reading: &AtomicI64) -> Step
 fn read_piece(cursor: Box<Cursor>, units: usize, settings: &ParserSettings) -> (Piece, Option<Box<Cursor>>) {
     let rows = settings.batch_rows * units / CREDIT_UNITS;
     let bytes = settings.batch_bytes * units / CREDIT_UNITS;
-    match read_batch(cursor, rows.max(1), bytes.max(1)) {
+    match source::read_batch(cursor, rows.max(1), bytes.max(1)) {
         Ok((cursor, batch)) => {
             // A batch may pass its bytes by its last record; its share
             // stays within the step's credit all the same.
             let units =
-                Credit::units(batch.records.len(), settings.batch_rows, batch.records.bytes(), settings.batch_bytes)
+                credit::units(batch.records.len(), settings.batch_rows, batch.records.bytes(), settings.batch_bytes)
                     .min(units);
             (Piece { read: Ok(batch), units }, cursor)
         }
         Err(failed) => (Piece { read: Err(failed), units: 1 }, None),
-    }
-}
-
-type ReadResult = Result<(Option<Box<Cursor>>, Batch), (Arc<FileTask>, io::Error)>;
-
-/// Reads up to `max_rows` records or `max_bytes` bytes of records from the
-/// cursor, whichever comes first.
-fn read_batch(mut cursor: Box<Cursor>, max_rows: usize, max_bytes: usize) -> ReadResult {
-    crate::failpoints::hit("parser_batch", &cursor.task.name);
-    let mut records = match cursor.task.size.checked_sub(cursor.offset) {
-        // The rest of a small file: room for all of it at once, so its
-        // buffers never grow (a copy each time) nor keep a doubling's slack
-        // (a step holds a hundred such files).
-        Some(rest) if !cursor.task.gzip && rest <= SMALL_REST => {
-            RecordBatch::with_capacity(max_rows.min(rest as usize / 32 + 1), rest as usize)
-        }
-        _ => RecordBatch::with_capacity(max_rows.min(16_384), 0),
-    };
-    let mut eof = false;
-    let result = (|| {
-        // Full at max_rows rows or max_bytes bytes, whichever comes first:
-        // wide rows must not stretch the memory bound.
-        while records.len() < max_rows && records.bytes() < max_bytes {
-            if !cursor.reader.read_record(&mut cursor.rec)? {
-                eof = true;
-                break;
-            }
-            records.push(&cursor.rec);
-        }
-        // Full exactly at the end of the file: this is its last batch (no
-        // empty batch and transaction after it, no put-back in a step).
-        eof |= cursor.reader.at_end();
-        // A file that shrank under us is being rewritten: do not commit what
-        // may be a torn record; the new content is a new identity.
-        if cursor.file.metadata()?.len() < cursor.task.size {
-            return Err(io::Error::other("file truncated while being read"));
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        return Err((cursor.task.clone(), e));
-    }
-    let batch = Batch {
-        task: cursor.task.clone(),
-        header: cursor.header.clone(),
-        start_offset: cursor.offset,
-        start_line: cursor.line,
-        end_offset: cursor.reader.offset(),
-        end_line: cursor.reader.line(),
-        records,
-        eof,
-    };
-    cursor.offset = batch.end_offset;
-    cursor.line = batch.end_line;
-    Ok((if eof { None } else { Some(cursor) }, batch))
-}
-
-/// Reads a batch's records again, from `start_offset` (at `start_line`) to
-/// `end_offset`: the Writer isolates a row the database refused this way,
-/// without keeping every batch's raw text until its commit.
-pub fn read_range(
-    task: &FileTask,
-    start_offset: u64,
-    start_line: u64,
-    end_offset: u64,
-    max_record_bytes: usize,
-) -> io::Result<Vec<RawRecord>> {
-    let task = FileTask { offset: start_offset, line: start_line, ..task.clone() };
-    let settings = ParserSettings { open_files: 1, batch_rows: 0, batch_bytes: 0, max_record_bytes };
-    let mut cursor = open(Arc::new(task), &settings)?;
-    let mut records = Vec::new();
-    while cursor.reader.offset() < end_offset {
-        let mut rec = RawRecord::default();
-        if !cursor.reader.read_record(&mut rec)? {
-            break;
-        }
-        records.push(rec);
-    }
-    if cursor.reader.offset() != end_offset {
-        return Err(io::Error::other("the file no longer matches the batch being isolated"));
-    }
-    Ok(records)
-}
-
-/// Opens a file, reads its header, and positions the reader at the task's
-/// committed offset.
-fn open(task: Arc<FileTask>, settings: &ParserSettings) -> io::Result<Cursor> {
-    let (file, meta) = crate::fsutil::open_regular(&task.path)?;
-    if meta.len() != task.size {
-        return Err(io::Error::other("file changed since it was identified"));
-    }
-    let mut reader = RecordReader::new(stream(&file, task.size, task.gzip)?, 0, 1, settings.max_record_bytes);
-    let mut header_rec = RawRecord::default();
-    let has_header = reader.read_header(&mut header_rec)?;
-    let header = Arc::new(Header::parse(&header_rec));
-    if header.extra_columns() > 0 {
-        tracing::info!(file = %task.name, extra_columns = header.extra_columns(), "ignoring unknown columns");
-    }
-    if let (true, Some(problem)) = (has_header, header.problem()) {
-        tracing::warn!(file = %task.name, %problem, "every row of this file is missing_column");
-    }
-    if task.offset > reader.offset() {
-        // Resume: a fresh stream at the committed offset (for gzip, the
-        // decompressed offset, reached by decompressing up to it).
-        let mut s = stream(&file, task.size, task.gzip)?;
-        if task.gzip {
-            let skipped = io::copy(&mut (&mut s).take(task.offset), &mut io::sink())?;
-            if skipped != task.offset {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "checkpoint beyond end of file"));
-            }
-        } else {
-            let mut f = file.try_clone()?;
-            f.seek(SeekFrom::Start(task.offset))?;
-            s = Box::new(BufReader::with_capacity(READ_BUFFER, f));
-        }
-        reader = RecordReader::new(s, task.offset, task.line, settings.max_record_bytes);
-    }
-    Ok(Cursor { offset: task.offset, line: task.line, task, header, reader, file, rec: RawRecord::default() })
-}
-
-fn stream(file: &File, size: u64, gzip: bool) -> io::Result<Stream> {
-    let mut f = file.try_clone()?;
-    f.seek(SeekFrom::Start(0))?;
-    // A small file gets a small buffer: thousands of small files must not
-    // each cost a large allocation.
-    let cap = (size as usize).saturating_add(64).clamp(8 * 1024, READ_BUFFER);
-    Ok(if gzip {
-        let inner = BufReader::with_capacity(cap, f);
-        Box::new(BufReader::with_capacity(READ_BUFFER, flate2::bufread::MultiGzDecoder::new(inner)))
-    } else {
-        Box::new(BufReader::with_capacity(cap, f))
-    })
-}
-
-/// Damaged content will not get better by waiting: park the file. Missing
-/// permissions or a file that changed may: retry later.
-fn is_permanent(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof)
-}
-
-pub fn panic_message(e: tokio::task::JoinError) -> String {
-    if !e.is_panic() {
-        return e.to_string();
-    }
-    let payload = e.into_panic();
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        format!("panic: {s}")
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        format!("panic: {s}")
-    } else {
-        "panic".into()
     }
 }
 
@@ -579,7 +367,13 @@ mod tests {
     }
 
     fn settings() -> ParserSettings {
-        ParserSettings { open_files: 2, batch_rows: 100, batch_bytes: 1 << 20, max_record_bytes: 1 << 20 }
+        ParserSettings {
+            pipeline: crate::core::pipeline::builtin(),
+            open_files: 2,
+            batch_rows: 100,
+            batch_bytes: 1 << 20,
+            max_record_bytes: 1 << 20,
+        }
     }
 
     /// (file, rows, last batch of its file, units) of each piece.
@@ -657,7 +451,11 @@ mod tests {
         let step = read_step(Work::Open(vec![gone, next]), &settings(), &AtomicI64::new(-1));
         assert_eq!(step.pieces.len(), 2);
         let (task, e) = step.pieces[0].read.as_ref().err().expect("cannot open");
-        assert_eq!((task.file_id, e.kind(), step.pieces[0].units), (7, io::ErrorKind::NotFound, 1));
+        let kind = match e {
+            ReadError::Unavailable(io) => io.kind(),
+            other => panic!("{other}"),
+        };
+        assert_eq!((task.file_id, kind, step.pieces[0].units), (7, std::io::ErrorKind::NotFound, 1));
         let b = step.pieces[1].read.as_ref().unwrap();
         assert_eq!((b.task.file_id, b.records.len(), b.eof, step.pieces[1].units), (8, 3, true, 30));
         assert!(step.cursor.is_none() && step.unread.is_empty());

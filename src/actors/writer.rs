@@ -2,8 +2,8 @@
 //! file's checkpoint together — and tells the CheckpointKeeper.
 //!
 //! - Receives: `Validated` (Validator): batches, queued in order.
-//! - Emits: `BatchCommitted` to the CheckpointKeeper; drops the batch (and
-//!   so returns its credit) only after that.
+//! - Emits: `BatchCommitted` to its downstream (the CheckpointKeeper); drops
+//!   the batch (and so returns its credit) only after that.
 //! - State: a queue of accepted batches; `pipeline.writers` database
 //!   connections of its own, each committing batches of a different file.
 //! - On restart: queue and connection are dropped. An open transaction rolls
@@ -24,12 +24,15 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::actors::checkpoint_keeper::CheckpointKeeper;
-use crate::actors::parser::read_range;
-use crate::db::write::{commit_batch, commit_group, commit_isolated, connect, Outcome, Route, WriterConn};
+use crate::core::pipeline::Pipeline;
+use crate::core::validate::{validate_records, Validation};
+use crate::db::sql::PipelineSql;
+use crate::db::write::{
+    commit_batch, commit_group, commit_isolated, connect, Batch, Counts, Outcome, Route, WriterConn,
+};
 use crate::db::{sql, DbError, Pool};
 use crate::health::Health;
-use crate::messages::{BatchCommitted, BatchEnd, ChildFailed, Counts, FileId, Validated, ValidatedBatch};
+use crate::messages::{BatchCommitted, ChildFailed, FileId, Validated, ValidatedBatch};
 use crate::metrics::metrics;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -76,12 +79,12 @@ const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
 pub struct Writer {
     pool: Pool,
-    ck: Addr<CheckpointKeeper>,
+    downstream: Recipient<BatchCommitted>,
     supervisor: Recipient<ChildFailed>,
     health: Arc<Health>,
-    batch_timeout: Duration,
-    /// For reading a refused batch again (`isolate`).
-    max_record_bytes: usize,
+    /// What a connection needs to commit this pipeline's batches, and what
+    /// isolating refused rows needs to read them again.
+    job: Arc<Job>,
     /// Rows one transaction takes when it groups small files.
     group_rows: u64,
     queue: VecDeque<ValidatedBatch>,
@@ -92,6 +95,8 @@ pub struct Writer {
 /// The Writer's knobs, from the config.
 #[derive(Debug, Clone)]
 pub struct WriterSettings {
+    pub pipeline: Arc<Pipeline>,
+    pub sql: Arc<PipelineSql>,
     /// `database.batch_timeout_secs`.
     pub batch_timeout: Duration,
     /// `pipeline.writers`: connections.
@@ -104,18 +109,22 @@ pub struct WriterSettings {
 impl Writer {
     pub fn new(
         pool: Pool,
-        ck: Addr<CheckpointKeeper>,
+        downstream: Recipient<BatchCommitted>,
         supervisor: Recipient<ChildFailed>,
         health: Arc<Health>,
         settings: WriterSettings,
     ) -> Self {
         Writer {
             pool,
-            ck,
+            downstream,
             supervisor,
             health,
-            batch_timeout: settings.batch_timeout,
-            max_record_bytes: settings.max_record_bytes,
+            job: Arc::new(Job {
+                pipeline: settings.pipeline,
+                sql: settings.sql,
+                timeout: settings.batch_timeout,
+                max_record_bytes: settings.max_record_bytes,
+            }),
             group_rows: settings.batch_rows as u64,
             queue: VecDeque::new(),
             lanes: (0..settings.writers.max(1)).map(|_| Lane::default()).collect(),
@@ -152,12 +161,12 @@ impl Writer {
         while i < self.queue.len() && group.len() < MAX_GROUP {
             let b = &self.queue[i];
             let id = b.file.file_id;
-            let alone = matches!(b.end, BatchEnd::Abort { .. });
+            let alone = b.end.is_abort();
             let fits = group.is_empty()
                 || (!alone
                     && rows + b.rows <= self.group_rows
                     && !names.contains(&b.file.name)
-                    && !matches!(group[0].end, BatchEnd::Abort { .. }));
+                    && !group[0].end.is_abort());
             if blocked.contains(&id) || !fits {
                 blocked.insert(id);
                 i += 1;
@@ -178,23 +187,22 @@ impl Writer {
     fn start(&mut self, lane: usize, group: Vec<ValidatedBatch>, ctx: &mut Context<Self>) {
         self.lanes[lane].files = group.iter().map(|b| b.file.file_id).collect();
         let pool = self.pool.clone();
-        let ck = self.ck.clone();
+        let downstream = self.downstream.clone();
         let health = self.health.clone();
-        let timeout = self.batch_timeout;
-        let max_record_bytes = self.max_record_bytes;
+        let job = self.job.clone();
         let conn = self.lanes[lane].conn.take();
         let mut routes = self.routes;
         let fut = async move {
             let (conn, result) = if group.len() == 1 {
-                let (conn, r) =
-                    write_with_retry(&pool, conn, &group[0], timeout, max_record_bytes, &health, &mut routes).await;
+                let (conn, r) = write_with_retry(&pool, conn, &group[0], &job, &health, &mut routes).await;
                 (conn, r.map(|c| vec![c]).map_err(|e| (group[0].file.file_id, e)))
             } else {
-                write_group(&pool, conn, &group, timeout, max_record_bytes, &health, &mut routes).await
+                write_group(&pool, conn, &group, &job, &health, &mut routes).await
             };
             if let Ok(counts) = &result {
                 for (b, c) in group.iter().zip(counts) {
-                    let _ = ck.send(BatchCommitted { file: b.file.clone(), counts: *c, end: b.end.clone() }).await;
+                    let _ =
+                        downstream.send(BatchCommitted { file: b.file.clone(), counts: *c, end: b.end.clone() }).await;
                 }
             }
             // The batches, and with them their credits, are released here:
@@ -217,6 +225,16 @@ impl Writer {
     }
 }
 
+/// What committing a pipeline's batches takes.
+#[derive(Debug)]
+struct Job {
+    pipeline: Arc<Pipeline>,
+    sql: Arc<PipelineSql>,
+    timeout: Duration,
+    /// For reading a refused batch again (`isolate`).
+    max_record_bytes: usize,
+}
+
 /// One writer connection and the files it is committing batches of.
 #[derive(Default)]
 struct Lane {
@@ -234,18 +252,19 @@ async fn write_group(
     pool: &Pool,
     mut conn: Option<WriterConn>,
     group: &[ValidatedBatch],
-    timeout: Duration,
-    max_record_bytes: usize,
+    job: &Job,
     health: &Health,
     routes: &mut RouteChooser,
 ) -> (Option<WriterConn>, Result<Vec<Counts>, (FileId, DbError)>) {
     let mut attempt: u32 = 0;
     let mut route = routes.route();
+    let timeout = job.timeout;
+    let batches: Vec<Batch<'_>> = group.iter().map(ValidatedBatch::as_db).collect();
     loop {
         let started = Instant::now();
         let result = async {
-            let c = connected(pool, &mut conn, timeout).await?;
-            match tokio::time::timeout(timeout, commit_group(c, group, route)).await {
+            let c = connected(pool, &mut conn, job).await?;
+            match tokio::time::timeout(timeout, commit_group(c, &batches, route)).await {
                 Ok(r) => r,
                 Err(_) => Err(DbError::Timeout { context: "group transaction", timeout }),
             }
@@ -279,7 +298,7 @@ async fn write_group(
                 tracing::info!(files = group.len(), reason = %e, "committing the group's batches one by one");
                 let mut all = Vec::with_capacity(group.len());
                 for b in group {
-                    let (c, r) = write_with_retry(pool, conn, b, timeout, max_record_bytes, health, routes).await;
+                    let (c, r) = write_with_retry(pool, conn, b, job, health, routes).await;
                     conn = c;
                     match r {
                         Ok(counts) => all.push(counts),
@@ -298,23 +317,24 @@ async fn write_with_retry(
     pool: &Pool,
     mut conn: Option<WriterConn>,
     batch: &ValidatedBatch,
-    timeout: Duration,
-    max_record_bytes: usize,
+    job: &Job,
     health: &Health,
     routes: &mut RouteChooser,
 ) -> (Option<WriterConn>, Result<Counts, DbError>) {
-    if let BatchEnd::Abort { .. } = batch.end {
+    if batch.end.is_abort() {
         // Nothing to write: the CheckpointKeeper parks or releases the file.
         return (conn, Ok(Counts::default()));
     }
     let mut attempt: u32 = 0;
     let mut route = routes.route();
+    let timeout = job.timeout;
+    let db_batch = batch.as_db();
     loop {
         crate::failpoints::hit("writer_batch", &batch.file.name);
         let started = Instant::now();
         let result = async {
-            let c = connected(pool, &mut conn, timeout).await?;
-            match tokio::time::timeout(timeout, commit_batch(c, batch, route)).await {
+            let c = connected(pool, &mut conn, job).await?;
+            match tokio::time::timeout(timeout, commit_batch(c, &db_batch, route)).await {
                 Ok(r) => r,
                 Err(_) => Err(DbError::Timeout { context: "batch transaction", timeout }),
             }
@@ -351,7 +371,7 @@ async fn write_with_retry(
                 // Never retry the whole batch forever: find the rows at fault.
                 let Some(c) = conn.as_mut() else { return (None, Err(e)) };
                 tracing::error!(file = %batch.file.name, error = %e, "PostgreSQL refused data the validator accepted (the validator and the schema disagree); isolating the rows at fault");
-                return match isolate(c, batch, max_record_bytes, timeout).await {
+                return match isolate(c, batch, job).await {
                     Ok(counts) => (conn, Ok(counts)),
                     Err(e2) => {
                         tracing::error!(file = %batch.file.name, error = %e2, "cannot isolate the refused rows");
@@ -387,15 +407,17 @@ async fn back_off(
     tokio::time::sleep(delay).await;
 }
 
-/// The Writer's connection, opened if there is none (within `timeout`).
+/// The Writer's connection, opened if there is none (within the batch
+/// timeout).
 async fn connected<'a>(
     pool: &Pool,
     conn: &'a mut Option<WriterConn>,
-    timeout: Duration,
+    job: &Job,
 ) -> Result<&'a mut WriterConn, DbError> {
     if conn.is_none() {
+        let timeout = job.timeout;
         *conn = Some(
-            tokio::time::timeout(timeout, connect(pool))
+            tokio::time::timeout(timeout, connect(pool, job.sql.clone()))
                 .await
                 .map_err(|_| DbError::Timeout { context: "writer connect", timeout })??,
         );
@@ -415,21 +437,42 @@ fn count_committed(batch: &ValidatedBatch, c: &Counts) {
     }
 }
 
-/// Reads the batch's records again and commits them row by row where the
-/// database refuses them (see `db::write::commit_isolated`).
-async fn isolate(
-    conn: &mut WriterConn,
-    batch: &ValidatedBatch,
-    max_record_bytes: usize,
-    timeout: Duration,
-) -> Result<Counts, DbError> {
+/// Reads the batch's records again, validates them again (the same
+/// `validate_records` as the Validator, without presumed duplicates), and
+/// commits them row by row where the database refuses them (see
+/// `db::write::commit_isolated`). The reading and validating run on the
+/// blocking pool.
+async fn isolate(conn: &mut WriterConn, batch: &ValidatedBatch, job: &Job) -> Result<Counts, DbError> {
     let task = (*batch.file).clone();
     let (start, line, end) = (batch.start_offset, batch.start_line, batch.end_offset);
-    let records = tokio::task::spawn_blocking(move || read_range(&task, start, line, end, max_record_bytes))
-        .await
-        .map_err(|e| DbError::Reread(e.to_string()))?
-        .map_err(|e| DbError::Reread(e.to_string()))?;
-    let (outcome, refused) = tokio::time::timeout(timeout, commit_isolated(conn, batch, &records))
+    let header = batch.header.clone();
+    let pipeline = job.pipeline.clone();
+    let max_record_bytes = job.max_record_bytes;
+    let (checked, records) = tokio::task::spawn_blocking(move || {
+        let records = crate::source::read_range(&task, &pipeline.schema, start, line, end, max_record_bytes)?;
+        let mut room = bytes::BytesMut::new();
+        let checked = validate_records(
+            &pipeline.schema,
+            &header,
+            records.iter(),
+            &task.name,
+            chrono::Utc::now(),
+            &mut Validation::default(),
+            &mut room,
+        );
+        Ok::<_, crate::source::ReadError>((checked, records))
+    })
+    .await
+    .map_err(|e| DbError::Reread(e.to_string()))?
+    .map_err(|e| DbError::Reread(e.to_string()))?;
+    let raw_of = |line: u64| {
+        records
+            .binary_search_by_key(&line, |r| r.line)
+            .map(|i| (records[i].raw.clone(), records[i].raw_truncated))
+            .unwrap_or_default()
+    };
+    let timeout = job.timeout;
+    let (outcome, refused) = tokio::time::timeout(timeout, commit_isolated(conn, &batch.as_db(), checked, &raw_of))
         .await
         .map_err(|_| DbError::Timeout { context: "isolating refused rows", timeout })??;
     metrics().schema_refusals.inc_by(refused);

@@ -1,90 +1,23 @@
-//! Maps the header record of a file to column positions, once per file, so
-//! that [`crate::core::validate::validate`] looks fields up by index.
+//! Maps the header record of a file to the schema's columns, once per file,
+//! so that validation looks fields up by index.
 //!
-//! Contract (`spec/events.md`, "Files" and "Exact rules"): columns are matched
-//! by name, case-insensitively and trimmed; unknown columns are ignored but
-//! counted; a required column that is absent or named twice makes every row
-//! of the file `missing_column`.
+//! Contract (`spec/events.md`, "Files" and "Exact rules";
+//! `spec/pipelines.md`, `aliases`): columns are matched by name or alias,
+//! case-insensitively and trimmed; unknown columns are ignored but counted;
+//! a required column that is absent or named twice makes every row of the
+//! file `missing_column`.
 
 use crate::core::record::RawRecord;
-
-/// The contract's columns, in the order of its table. That order is also the
-/// order in which a row's problems are ranked, so never reorder these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Column {
-    EventId,
-    EventType,
-    UserId,
-    SessionId,
-    ProductId,
-    ProductName,
-    ProductCategory,
-    Price,
-    Quantity,
-    EventTimestamp,
-    DeviceType,
-    UserAgent,
-}
-
-impl Column {
-    /// In table order (the priority order of reject reasons).
-    pub const ALL: [Column; 12] = [
-        Column::EventId,
-        Column::EventType,
-        Column::UserId,
-        Column::SessionId,
-        Column::ProductId,
-        Column::ProductName,
-        Column::ProductCategory,
-        Column::Price,
-        Column::Quantity,
-        Column::EventTimestamp,
-        Column::DeviceType,
-        Column::UserAgent,
-    ];
-
-    /// The column's name in files, lowercase.
-    pub fn name(self) -> &'static str {
-        match self {
-            Column::EventId => "event_id",
-            Column::EventType => "event_type",
-            Column::UserId => "user_id",
-            Column::SessionId => "session_id",
-            Column::ProductId => "product_id",
-            Column::ProductName => "product_name",
-            Column::ProductCategory => "product_category",
-            Column::Price => "price",
-            Column::Quantity => "quantity",
-            Column::EventTimestamp => "event_timestamp",
-            Column::DeviceType => "device_type",
-            Column::UserAgent => "user_agent",
-        }
-    }
-
-    /// Whether a file without this column is `missing_column` throughout.
-    /// `price` is not: it is required only for purchases, row by row.
-    pub fn required(self) -> bool {
-        matches!(
-            self,
-            Column::EventId | Column::EventType | Column::UserId | Column::ProductId | Column::EventTimestamp
-        )
-    }
-
-    fn from_name(name: &str) -> Option<Column> {
-        // Column names are ASCII, so ASCII case folding is exact here (and a
-        // non-ASCII look-alike such as the Kelvin sign never matches `k`).
-        Column::ALL.into_iter().find(|c| c.name().eq_ignore_ascii_case(name))
-    }
-}
+use crate::core::schema::Schema;
 
 /// A file's column layout, built from its header record.
 #[derive(Debug, Clone)]
 pub struct Header {
-    /// Position of each known column in a record, indexed by `Column as usize`.
-    index: [Option<usize>; 12],
+    /// Position of each schema column in a record, by column index.
+    index: Vec<Option<usize>>,
     /// The column at each position (`None` for unknown and shadowed ones), so
     /// a field-level problem can name its column without a search.
-    by_position: Vec<Option<Column>>,
+    by_position: Vec<Option<usize>>,
     /// Every row must have exactly this many fields, or it is `malformed_csv`.
     width: usize,
     /// Fields that map to no column: unknown names, non-UTF-8 names, and
@@ -100,8 +33,10 @@ pub struct Header {
 impl Header {
     /// Builds the layout from the header record's fields.
     ///
-    /// - Names are trimmed of spaces and tabs and matched case-insensitively.
-    ///   A UTF-8 byte-order mark before the first name is skipped (the reader
+    /// - Names are trimmed of spaces and tabs and matched case-insensitively
+    ///   (ASCII case folding: a non-ASCII look-alike such as the Kelvin sign
+    ///   never matches `k`) against each column's name and aliases. A UTF-8
+    ///   byte-order mark before the first name is skipped (the reader
     ///   should already have done so; this keeps the header robust if not).
     /// - Unknown names, and names that are not UTF-8, are extra columns.
     /// - A required column absent or named twice is a problem: every row of
@@ -111,10 +46,11 @@ impl Header {
     /// - A header record that could not be split cleanly (`rec.error` set,
     ///   e.g. bad quoting) is a problem as well, since its columns cannot be
     ///   known: every row of the file becomes `missing_column`.
-    pub fn parse(rec: &RawRecord) -> Header {
+    pub fn parse(schema: &Schema, rec: &RawRecord) -> Header {
         let width = rec.len();
+        let columns = schema.columns.len();
         let mut h = Header {
-            index: [None; 12],
+            index: vec![None; columns],
             by_position: vec![None; width],
             width,
             extra: 0,
@@ -128,34 +64,39 @@ impl Header {
             return h;
         }
         // Required columns seen more than once; reported after the scan so
-        // the message lists problems in table order.
-        let mut repeated = [false; 12];
+        // the message lists problems in declaration order.
+        let mut repeated = vec![false; columns];
         for pos in 0..width {
             let mut bytes = rec.field(pos);
             if pos == 0 {
                 bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
             }
-            let column = std::str::from_utf8(bytes).ok().and_then(|name| Column::from_name(trim(name)));
+            let column = std::str::from_utf8(bytes).ok().and_then(|name| {
+                let name = trim(name);
+                schema.columns.iter().position(|c| {
+                    c.name.eq_ignore_ascii_case(name) || c.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+                })
+            });
             let Some(c) = column else {
                 h.extra += 1;
                 continue;
             };
-            if h.index[c as usize].is_some() {
-                if c.required() {
-                    repeated[c as usize] = true;
+            if h.index[c].is_some() {
+                if schema.columns[c].required_in_header() {
+                    repeated[c] = true;
                 }
                 h.extra += 1;
                 continue;
             }
-            h.index[c as usize] = Some(pos);
+            h.index[c] = Some(pos);
             h.by_position[pos] = Some(c);
         }
         let mut problems: Vec<String> = Vec::new();
-        for c in Column::ALL.into_iter().filter(|c| c.required()) {
-            if h.index[c as usize].is_none() {
-                problems.push(format!("missing required column {}", c.name()));
-            } else if repeated[c as usize] {
-                problems.push(format!("column {} named twice", c.name()));
+        for (c, column) in schema.columns.iter().enumerate().filter(|(_, c)| c.required_in_header()) {
+            if h.index[c].is_none() {
+                problems.push(format!("missing required column {}", column.name));
+            } else if repeated[c] {
+                problems.push(format!("column {} named twice", column.name));
             }
         }
         if !problems.is_empty() {
@@ -164,13 +105,26 @@ impl Header {
         h
     }
 
-    /// Position of column `c` in each record, if the file has it.
-    pub fn index(&self, c: Column) -> Option<usize> {
-        self.index[c as usize]
+    /// The header of a file that could not be read: no columns, no rows.
+    pub fn unread() -> Header {
+        Header {
+            index: Vec::new(),
+            by_position: Vec::new(),
+            width: 0,
+            extra: 0,
+            problem: Some("the file could not be read".into()),
+            raw: Vec::new(),
+        }
+    }
+
+    /// Position of column `c` (an index into the schema's columns) in each
+    /// record, if the file has it.
+    pub fn index(&self, c: usize) -> Option<usize> {
+        self.index.get(c).copied().flatten()
     }
 
     /// The column at position `pos`, if that position maps to one.
-    pub fn column_at(&self, pos: usize) -> Option<Column> {
+    pub fn column_at(&self, pos: usize) -> Option<usize> {
         self.by_position.get(pos).copied().flatten()
     }
 
@@ -204,29 +158,20 @@ pub(crate) fn trim(s: &str) -> &str {
 mod tests {
     use super::*;
     use crate::core::record::Malformed;
+    use crate::core::testing::{record, schema, Column};
 
     const FULL: &str = "event_id,event_type,user_id,session_id,product_id,product_name,product_category,price,quantity,event_timestamp,device_type,user_agent";
-
-    /// Splits on commas: the reader's unescaping is not under test here.
-    fn record(line: &[u8]) -> RawRecord {
-        let mut rec = RawRecord::default();
-        for field in line.split(|&b| b == b',') {
-            rec.data.extend_from_slice(field);
-            rec.bounds.push(rec.data.len());
-        }
-        rec
-    }
 
     /// `expected`: the position of each listed column (others must be
     /// absent), the extra column count, and the problem.
     #[track_caller]
     fn check(line: &[u8], columns: &[(Column, usize)], extra: usize, problem: Option<&str>) {
-        let h = Header::parse(&record(line));
+        let h = Header::parse(schema(), &record(line));
         for c in Column::ALL {
             let want = columns.iter().find(|(k, _)| *k == c).map(|&(_, i)| i);
-            assert_eq!(h.index(c), want, "index of {}", c.name());
+            assert_eq!(h.index(c.index()), want, "index of {}", c.name());
             if let Some(i) = want {
-                assert_eq!(h.column_at(i), Some(c));
+                assert_eq!(h.column_at(i), Some(c.index()));
             }
         }
         assert_eq!(h.extra_columns(), extra, "extra columns");
@@ -237,7 +182,7 @@ mod tests {
     /// Only the problem matters for these cases.
     #[track_caller]
     fn check_problem(line: &[u8], problem: Option<&str>) {
-        assert_eq!(Header::parse(&record(line)).problem(), problem);
+        assert_eq!(Header::parse(schema(), &record(line)).problem(), problem);
     }
 
     use Column::*;
@@ -246,7 +191,7 @@ mod tests {
     #[rustfmt::skip]
     fn column_table() {
         assert_eq!(Column::ALL.map(Column::name).join(","), FULL);
-        let required: Vec<_> = Column::ALL.into_iter().filter(|c| c.required()).map(Column::name).collect();
+        let required: Vec<_> = Column::ALL.into_iter().filter(|c| schema().columns[c.index()].required_in_header()).map(Column::name).collect();
         assert_eq!(required, ["event_id", "event_type", "user_id", "product_id", "event_timestamp"]);
     }
 
@@ -266,6 +211,19 @@ mod tests {
         check(b"event_id,event_type,user_id,product_id,event_timestamp,\xC2\xA0price", &[(EventId, 0), (EventType, 1), (UserId, 2), (ProductId, 3), (EventTimestamp, 4)], 1, None);
     }
 
+    /// Aliases are names too; a required column named by its name and an
+    /// alias is named twice.
+    #[test]
+    #[rustfmt::skip]
+    fn aliases() {
+        let p = crate::core::pipeline::Pipeline::parse("t.toml", "name = \"t\"\ntable = \"t\"\nkey = []\n[columns.event_time]\ntype = \"timestamp\"\nrequired = true\naliases = [\"Event Time\", \"ts\"]\n[columns.amount]\ntype = \"int\"\n").unwrap();
+        let h = Header::parse(&p.schema, &record(b" event time ,AMOUNT"));
+        assert_eq!((h.index(0), h.index(1), h.problem()), (Some(0), Some(1), None));
+        assert_eq!(Header::parse(&p.schema, &record(b"TS,x")).index(0), Some(0));
+        assert_eq!(Header::parse(&p.schema, &record(b"ts,event_time")).problem(), Some("column event_time named twice"));
+        assert_eq!(Header::parse(&p.schema, &record(b"amount")).problem(), Some("missing required column event_time"));
+    }
+
     #[test]
     #[rustfmt::skip]
     fn problems() {
@@ -282,8 +240,8 @@ mod tests {
     fn malformed_header_is_a_problem() {
         let mut rec = record(FULL.as_bytes());
         rec.error = Some(Malformed::StrayQuote);
-        let h = Header::parse(&rec);
+        let h = Header::parse(schema(), &rec);
         assert_eq!(h.problem(), Some("header is malformed: quote inside an unquoted field"));
-        assert_eq!(h.index(EventId), None);
+        assert_eq!(h.index(EventId.index()), None);
     }
 }

@@ -1,8 +1,8 @@
 //! Everything that talks to PostgreSQL. Only this module and `migrations/`
 //! contain SQL.
 
-pub mod copy;
 pub mod embedded;
+pub mod files;
 pub mod migrate;
 pub mod sql;
 pub mod write;

@@ -1,5 +1,8 @@
-//! Every SQL statement the daemon runs, by name. The schema itself lives in
-//! `migrations/`.
+//! Every SQL statement the daemon runs, by name: constants for the
+//! bookkeeping tables (whose schema lives in `migrations/`), and
+//! [`PipelineSql`], the statements a pipeline's declaration implies.
+
+use crate::core::pipeline::{quote, Aggregate, Pipeline};
 
 /// Serialises migration runs across processes (an arbitrary fixed key).
 pub const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(7212653918012)";
@@ -13,52 +16,12 @@ pub const MIGRATION_RECORD: &str = "INSERT INTO ingestd_schema_history (version,
 
 /// Per writer connection. `synchronous_commit` is part of the guarantee: a
 /// commit the daemon acknowledged survives a database crash.
-pub const WRITER_SESSION: &str = "SET synchronous_commit = on;
-CREATE TEMP TABLE IF NOT EXISTS ingestd_staging (
-    event_id uuid,
-    event_type text,
-    user_id text,
-    session_id text,
-    product_id text,
-    product_name text,
-    product_category text,
-    price numeric,
-    quantity int4,
-    event_timestamp timestamptz,
-    device_type text,
-    user_agent text,
-    source_line int8,
-    source_file text
-) ON COMMIT DELETE ROWS";
+pub const WRITER_SESSION: &str = "SET synchronous_commit = on";
 pub const BACKEND_PID: &str = "SELECT pg_backend_pid()";
 /// Ends a backend that stopped answering, so a late commit of its open
 /// transaction cannot race the replay (the fence would stop it anyway).
 pub const TERMINATE_BACKEND: &str = "SELECT pg_terminate_backend($1)";
 
-/// Both COPY targets take the columns `db::copy` encodes, in its order.
-pub const COPY_STAGING: &str = "COPY ingestd_staging (event_id, event_type, user_id, session_id, product_id, \
-    product_name, product_category, price, quantity, event_timestamp, device_type, user_agent, source_line, \
-    source_file) FROM STDIN (FORMAT binary)";
-/// Straight into the table; `ingested_at` takes its default (commit time).
-pub const COPY_EVENTS: &str = "COPY ecommerce_events (event_id, event_type, user_id, session_id, product_id, \
-    product_name, product_category, price, quantity, event_timestamp, device_type, user_agent, source_line, \
-    source_file) FROM STDIN (FORMAT binary)";
-/// Rows whose event_id is already stored are skipped: they count as
-/// `duplicate`. The affected-row count is the number written.
-pub const MERGE_STAGING: &str = "INSERT INTO ecommerce_events (event_id, event_type, user_id, session_id, \
-    product_id, product_name, product_category, price, quantity, event_timestamp, device_type, user_agent, \
-    source_line, source_file) \
-    SELECT event_id, event_type, user_id, session_id, product_id, product_name, product_category, price, \
-    quantity, event_timestamp, device_type, user_agent, source_line, source_file FROM ingestd_staging \
-    ON CONFLICT (event_id) DO NOTHING";
-/// The merge for a group of files: rows written per file.
-pub const MERGE_STAGING_COUNTED: &str = "WITH ins AS (INSERT INTO ecommerce_events (event_id, event_type, \
-    user_id, session_id, product_id, product_name, product_category, price, quantity, event_timestamp, \
-    device_type, user_agent, source_line, source_file) \
-    SELECT event_id, event_type, user_id, session_id, product_id, product_name, product_category, price, \
-    quantity, event_timestamp, device_type, user_agent, source_line, source_file FROM ingestd_staging \
-    ON CONFLICT (event_id) DO NOTHING RETURNING source_file) \
-    SELECT source_file, count(*) FROM ins GROUP BY source_file";
 pub const COPY_REJECTS: &str = "COPY ingest_rejects (file_id, source_file, source_line, reason, detail, \
     raw_line, raw_truncated) FROM STDIN (FORMAT binary)";
 /// The checkpoint fence: advances only from the offset the batch starts at,
@@ -175,3 +138,164 @@ pub fn lock_session_setup(name: &str) -> String {
     )
 }
 pub const PING: &str = "SELECT 1";
+
+/// The statements of one pipeline's data path, built once from its
+/// declaration (and the wire types its table has): every column list comes
+/// from the declaration, in its order, so the COPY payload (`core::copy`)
+/// and the SQL always agree.
+#[derive(Debug, Clone)]
+pub struct PipelineSql {
+    /// The writer session's temp table: the declared columns in their wire
+    /// types, then `source_line` and `source_file`.
+    pub create_staging: String,
+    /// Empties the temp table inside a transaction (it empties by itself
+    /// at commit).
+    pub truncate_staging: String,
+    /// Straight into the table (`None` when PostgreSQL computes derived
+    /// columns or rollups on the way in).
+    pub copy_table: Option<String>,
+    pub copy_staging: String,
+    /// Staging into the table, skipping stored keys; its answer is the
+    /// number of rows written: the affected-row count, or (`merge_counts`)
+    /// one row holding it.
+    pub merge: String,
+    pub merge_counts: bool,
+    /// The merge for a group of files: rows written per `source_file`.
+    pub merge_counted: String,
+    /// Evaluates the derived columns over the staging table alone: run on
+    /// one refused row, it tells a derived expression's failure apart from
+    /// the table refusing a value.
+    pub derived_probe: Option<String>,
+}
+
+impl PipelineSql {
+    pub fn new(p: &Pipeline) -> PipelineSql {
+        let staging = format!("ingestd_staging_{}", p.name);
+        let table = p.table.quoted();
+        let mut copy_columns: Vec<String> = p.schema.columns.iter().map(|c| quote(&c.name)).collect();
+        copy_columns.extend(["source_line".into(), "source_file".into()]);
+        let copy_list = copy_columns.join(", ");
+
+        let mut staging_columns: Vec<String> =
+            p.schema.columns.iter().map(|c| format!("{} {}", quote(&c.name), c.phys.staging_type())).collect();
+        staging_columns.extend(["source_line int8".into(), "source_file text".into()]);
+        let create_staging =
+            format!("CREATE TEMP TABLE IF NOT EXISTS {staging} ({}) ON COMMIT DELETE ROWS", staging_columns.join(", "));
+
+        // The rows as the table takes them: the declared columns, then each
+        // derived column computed over them (and over the earlier derived
+        // ones: a LATERAL join each), then where they came from.
+        let mut insert_columns: Vec<String> = p.schema.columns.iter().map(|c| quote(&c.name)).collect();
+        let mut select: Vec<String> = p.schema.columns.iter().map(|c| format!("s.{}", quote(&c.name))).collect();
+        let mut from = format!("{staging} s");
+        for (i, d) in p.derived.iter().enumerate() {
+            insert_columns.push(quote(&d.name));
+            select.push(format!("d{i}.{}", quote(&d.name)));
+            from.push_str(&format!(
+                " CROSS JOIN LATERAL (SELECT ({})::{} AS {}) d{i}",
+                d.sql,
+                d.sql_type,
+                quote(&d.name)
+            ));
+        }
+        insert_columns.extend(["source_line".into(), "source_file".into()]);
+        select.extend(["s.source_line".into(), "s.source_file".into()]);
+        let conflict = match p.schema.key.as_slice() {
+            [] => String::new(),
+            key => format!(
+                " ON CONFLICT ({}) DO NOTHING",
+                key.iter().map(|&k| quote(&p.schema.columns[k].name)).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        let insert = format!(
+            "INSERT INTO {table} ({}) SELECT {} FROM {from}{conflict}",
+            insert_columns.join(", "),
+            select.join(", ")
+        );
+        // Rollups take exactly the rows this statement wrote: the INSERT's
+        // RETURNING, never duplicates or rejects.
+        let rollups: Vec<String> = p
+            .rollups
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let target = r.table.quoted();
+                let group: Vec<String> = r.group_by.iter().map(|(n, _)| quote(n)).collect();
+                let measures: Vec<String> = r.measures.iter().map(|(n, _, _)| quote(n)).collect();
+                let exprs: Vec<String> = r
+                    .group_by
+                    .iter()
+                    .map(|(_, e)| format!("({e})"))
+                    .chain(r.measures.iter().map(|(_, e, _)| e.clone()))
+                    .collect();
+                let positions: Vec<String> = (1..=group.len()).map(|n| n.to_string()).collect();
+                let updates: Vec<String> = r
+                    .measures
+                    .iter()
+                    .map(|(n, _, agg)| {
+                        let (old, new) = (format!("{target}.{}", quote(n)), format!("EXCLUDED.{}", quote(n)));
+                        let combined = match agg {
+                            Aggregate::Count => format!("{old} + {new}"),
+                            // A sum over only nulls is null: keep whichever side has one.
+                            Aggregate::Sum => format!("coalesce({old} + {new}, {old}, {new})"),
+                            // least/greatest skip nulls.
+                            Aggregate::Min => format!("least({old}, {new})"),
+                            Aggregate::Max => format!("greatest({old}, {new})"),
+                        };
+                        format!("{} = {combined}", quote(n))
+                    })
+                    .collect();
+                format!(
+                    "r{i} AS (INSERT INTO {target} ({}, {}) SELECT {} FROM ins GROUP BY {} ON CONFLICT ({}) DO UPDATE SET {})",
+                    group.join(", "),
+                    measures.join(", "),
+                    exprs.join(", "),
+                    positions.join(", "),
+                    group.join(", "),
+                    updates.join(", ")
+                )
+            })
+            .collect();
+        let with_rollups = |returning: &str, tail: &str| {
+            let mut ctes = vec![format!("ins AS ({insert} RETURNING {returning})")];
+            ctes.extend(rollups.iter().cloned());
+            format!("WITH {} {tail}", ctes.join(", "))
+        };
+        let (merge, merge_counts) = if p.rollups.is_empty() {
+            (insert.clone(), false)
+        } else {
+            (with_rollups("*", "SELECT count(*) FROM ins"), true)
+        };
+        let merge_counted = if p.rollups.is_empty() {
+            with_rollups("source_file", "SELECT source_file, count(*) FROM ins GROUP BY source_file")
+        } else {
+            with_rollups("*", "SELECT source_file, count(*) FROM ins GROUP BY source_file")
+        };
+        let derived_probe = (!p.derived.is_empty()).then(|| {
+            let mut probe_from = format!("{staging} s");
+            let mut names = Vec::new();
+            for (i, d) in p.derived.iter().enumerate() {
+                probe_from.push_str(&format!(
+                    " CROSS JOIN LATERAL (SELECT ({})::{} AS {}) d{i}",
+                    d.sql,
+                    d.sql_type,
+                    quote(&d.name)
+                ));
+                names.push(format!("d{i}.{}", quote(&d.name)));
+            }
+            format!("SELECT {} FROM {probe_from}", names.join(", "))
+        });
+        PipelineSql {
+            truncate_staging: format!("TRUNCATE {staging}"),
+            copy_table: p
+                .direct_copy_allowed()
+                .then(|| format!("COPY {table} ({copy_list}) FROM STDIN (FORMAT binary)")),
+            copy_staging: format!("COPY {staging} ({copy_list}) FROM STDIN (FORMAT binary)"),
+            create_staging,
+            merge,
+            merge_counts,
+            merge_counted,
+            derived_probe,
+        }
+    }
+}

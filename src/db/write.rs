@@ -7,8 +7,9 @@
 //! COMMIT's outcome is unknown (connection lost while it was in flight), the
 //! replay's fence tells: it matches no row when the batch did commit.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::pin::pin;
+use std::sync::Arc;
 
 use bytes::Buf;
 use futures::SinkExt;
@@ -17,14 +18,47 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement, Transaction};
 
-use crate::core::event::Event;
+use crate::core::copy::{CopyPayload, Merged};
 use crate::core::reason::RejectReason;
-use crate::core::record::RawRecord;
-use crate::core::validate::validate;
-use crate::db::copy::{CopyEncoder, CopyPayload, Merged};
+use crate::core::validate::{Checked, RejectRow};
+use crate::db::sql::PipelineSql;
 use crate::db::{sql, DbError, Pool};
-use crate::messages::{BatchEnd, Counts, FileTask, RejectRow, ValidatedBatch};
 use crate::metrics::metrics;
+
+/// One batch of one file, as a transaction needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub file_id: i64,
+    /// The file's name, stored as `source_file` (unique within a group).
+    pub file_name: &'a str,
+    /// The file's header record, stored with its checkpoint.
+    pub header: &'a [u8],
+    /// The fence: the committed checkpoint must be here.
+    pub start_offset: u64,
+    pub end_offset: u64,
+    pub end_line: u64,
+    /// Data rows: events + repeats + rejects + in-batch duplicates.
+    pub rows: u64,
+    pub events: &'a CopyPayload,
+    /// Presumed duplicates (see `core::validate::Checked::repeats`).
+    pub repeats: &'a CopyPayload,
+    pub rejects: &'a [RejectRow],
+    pub batch_duplicates: u64,
+    /// The file's last batch: the file is done once it commits.
+    pub last: bool,
+}
+
+/// Counts of one committed batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub rows: u64,
+    pub written: u64,
+    pub duplicate: u64,
+    pub rejected: u64,
+    /// The batch's transaction also marked its file done (its last batch,
+    /// rows adding up): the file's rejected rows in all, for its disk work.
+    pub file_done: Option<i64>,
+}
 
 /// The Writer's own connection. It is taken from the pool's manager but
 /// never returned to the pool: after an error or a timeout it is dropped, so
@@ -38,7 +72,8 @@ pub struct WriterConn {
 }
 
 struct Statements {
-    copy_events: Statement,
+    sql: Arc<PipelineSql>,
+    copy_table: Option<Statement>,
     copy_staging: Statement,
     copy_rejects: Statement,
     merge: Statement,
@@ -48,16 +83,31 @@ struct Statements {
 }
 
 impl Statements {
-    async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
+    async fn prepare(client: &Client, sql: Arc<PipelineSql>) -> Result<Statements, tokio_postgres::Error> {
+        let copy_table = match &sql.copy_table {
+            Some(s) => Some(client.prepare(s).await?),
+            None => None,
+        };
         Ok(Statements {
-            copy_events: client.prepare(sql::COPY_EVENTS).await?,
-            copy_staging: client.prepare(sql::COPY_STAGING).await?,
+            copy_table,
+            copy_staging: client.prepare(&sql.copy_staging).await?,
             copy_rejects: client.prepare(sql::COPY_REJECTS).await?,
-            merge: client.prepare(sql::MERGE_STAGING).await?,
-            merge_counted: client.prepare(sql::MERGE_STAGING_COUNTED).await?,
+            merge: client.prepare(&sql.merge).await?,
+            merge_counted: client.prepare(&sql.merge_counted).await?,
             advance: client.prepare(sql::ADVANCE_CHECKPOINT).await?,
             advance_many: client.prepare(sql::ADVANCE_CHECKPOINTS).await?,
+            sql,
         })
+    }
+
+    /// Runs the merge; the rows it wrote.
+    async fn merge(&self, tx: &Transaction<'_>) -> Result<u64, DbError> {
+        if self.sql.merge_counts {
+            let row = tx.query_one(&self.merge, &[]).await.map_err(DbError::pg("merge rows"))?;
+            Ok(row.get::<_, i64>(0) as u64)
+        } else {
+            tx.execute(&self.merge, &[]).await.map_err(DbError::pg("merge rows"))
+        }
     }
 }
 
@@ -69,11 +119,13 @@ pub enum Outcome {
     AlreadyCommitted,
 }
 
-pub async fn connect(pool: &Pool) -> Result<WriterConn, DbError> {
+pub async fn connect(pool: &Pool, sql: Arc<PipelineSql>) -> Result<WriterConn, DbError> {
     let client = pool.dedicated_connection().await.map_err(DbError::pg("writer connect"))?;
-    client.batch_execute(sql::WRITER_SESSION).await.map_err(DbError::pg("writer session setup"))?;
+    let setup = DbError::pg("writer session setup");
+    client.batch_execute(sql::WRITER_SESSION).await.map_err(setup)?;
+    client.batch_execute(&sql.create_staging).await.map_err(DbError::pg("writer session setup"))?;
     let pid: i32 = client.query_one(sql::BACKEND_PID, &[]).await.map_err(DbError::pg("writer session setup"))?.get(0);
-    let stmts = Statements::prepare(&client).await.map_err(DbError::pg("writer session setup"))?;
+    let stmts = Statements::prepare(&client, sql).await.map_err(DbError::pg("writer session setup"))?;
     Ok(WriterConn { client, pid, stmts })
 }
 
@@ -115,52 +167,52 @@ async fn copy_payload<B: Buf + Send + 'static>(
 }
 
 /// Puts the events of `batches` (one transaction) in the table. Returns the
-/// rows written per file, or `None` when the direct route met a stored id
+/// rows written per file, or `None` when the direct route met a stored key
 /// (the caller rolls back and redoes the batches through staging).
 ///
 /// Direct: the events by COPY straight into the table, and the repeats
-/// (presumed duplicates, see `Repeats`) through staging and the merge,
-/// which skips those stored and writes any that are not (a first
-/// occurrence the database refused, or one not committed after all).
-/// Staging: everything through staging and the merge.
+/// (presumed duplicates) through staging and the merge, which skips those
+/// stored and writes any that are not (a first occurrence the database
+/// refused, or one not committed after all). Staging: everything through
+/// staging and the merge. A pipeline whose rows PostgreSQL completes on
+/// the way in (derived columns, rollups) always takes staging.
 async fn put_events<'a>(
     tx: &Transaction<'_>,
     st: &Statements,
-    batches: &'a [ValidatedBatch],
+    batches: &[Batch<'a>],
     route: Route,
 ) -> Result<Option<HashMap<&'a str, u64>>, DbError> {
-    let mut written: HashMap<&str, u64> = batches.iter().map(|b| (b.file.name.as_str(), 0)).collect();
-    let merged = match route {
-        Route::Direct => {
-            let events = merged(batches.iter().map(|b| &b.events)).await;
+    let mut written: HashMap<&str, u64> = batches.iter().map(|b| (b.file_name, 0)).collect();
+    let merged = match (route, &st.copy_table) {
+        (Route::Direct, Some(copy_table)) => {
+            let events = merged(batches.iter().map(|b| b.events)).await;
             if events.rows() > 0 {
-                match copy_payload(tx, &st.copy_events, events).await {
+                match copy_payload(tx, copy_table, events).await {
                     Ok(_) => {}
                     Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                         metrics().routes.with_label_values(&["direct_conflict"]).inc();
                         return Ok(None);
                     }
-                    Err(e) => return Err(DbError::pg("copy events")(e)),
+                    Err(e) => return Err(DbError::pg("copy rows")(e)),
                 }
                 for b in batches {
-                    *written.entry(&b.file.name).or_default() += b.events.rows();
+                    *written.entry(b.file_name).or_default() += b.events.rows();
                 }
             }
-            merged(batches.iter().map(|b| &b.repeats.rows)).await
+            merged(batches.iter().map(|b| b.repeats)).await
         }
-        Route::Staging => merged(batches.iter().flat_map(|b| [&b.events, &b.repeats.rows])).await,
+        _ => merged(batches.iter().flat_map(|b| [b.events, b.repeats])).await,
     };
     if merged.rows() > 0 {
-        copy_payload(tx, &st.copy_staging, merged).await.map_err(DbError::pg("copy events"))?;
+        copy_payload(tx, &st.copy_staging, merged).await.map_err(DbError::pg("copy rows"))?;
         if let [b] = batches {
-            let n = tx.execute(&st.merge, &[]).await.map_err(DbError::pg("merge events"))?;
-            *written.entry(&b.file.name).or_default() += n;
+            *written.entry(b.file_name).or_default() += st.merge(tx).await?;
         } else {
-            for row in tx.query(&st.merge_counted, &[]).await.map_err(DbError::pg("merge events"))? {
+            for row in tx.query(&st.merge_counted, &[]).await.map_err(DbError::pg("merge rows"))? {
                 let name: &str = row.get(0);
                 let n: i64 = row.get(1);
-                if let Some(b) = batches.iter().find(|b| b.file.name == name) {
-                    *written.entry(&b.file.name).or_default() += n as u64;
+                if let Some(b) = batches.iter().find(|b| b.file_name == name) {
+                    *written.entry(b.file_name).or_default() += n as u64;
                 }
             }
         }
@@ -185,15 +237,14 @@ async fn merged<'a>(parts: impl IntoIterator<Item = &'a CopyPayload>) -> Merged 
 }
 
 /// Valid rows a batch offers the table: its events and its repeats.
-fn offered(b: &ValidatedBatch) -> u64 {
-    b.events.rows() + b.repeats.rows.rows()
+fn offered(b: &Batch<'_>) -> u64 {
+    b.events.rows() + b.repeats.rows()
 }
 
-/// Commits the batch by `route`. `Ok(None)`: the direct route met an id
+/// Commits the batch by `route`. `Ok(None)`: the direct route met a key
 /// already stored; nothing was committed and the caller redoes the batch
 /// through staging.
-pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch, route: Route) -> Result<Option<Outcome>, DbError> {
-    let file = &b.file;
+pub async fn commit_batch(conn: &mut WriterConn, b: &Batch<'_>, route: Route) -> Result<Option<Outcome>, DbError> {
     let st = &conn.stmts;
     let tx = conn.client.transaction().await.map_err(DbError::pg("begin"))?;
     let Some(written) = put_events(&tx, st, std::slice::from_ref(b), route).await? else {
@@ -201,7 +252,7 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch, route: Rout
         return Ok(None);
     };
     let written = written.values().sum::<u64>();
-    if let Err(e) = copy_rejects(&tx, st, file, &b.rejects).await {
+    if let Err(e) = copy_rejects(&tx, st, &[(b.file_id, b.file_name, b.rejects)]).await {
         if !e.is_unique_violation() {
             return Err(e);
         }
@@ -219,37 +270,28 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &ValidatedBatch, route: Rout
     };
     debug_assert_eq!(counts.rows, counts.written + counts.duplicate + counts.rejected);
     match advance_and_commit(tx, st, b, counts).await? {
-        Some(file_done) => Ok(Some(Outcome::Committed(Counts { file_done, ..counts }))),
-        None => fence_missed(&conn.client, b).await.map(Some),
+        Fenced::Committed(file_done) => Ok(Some(Outcome::Committed(Counts { file_done, ..counts }))),
+        Fenced::Missed => fence_missed(&conn.client, b).await.map(Some),
     }
 }
 
+/// One COPY for the rejects of one or several files: (file id, file name,
+/// rejects).
 async fn copy_rejects(
     tx: &Transaction<'_>,
     st: &Statements,
-    file: &FileTask,
-    rejects: &[RejectRow],
+    files: &[(i64, &str, &[RejectRow])],
 ) -> Result<(), DbError> {
-    copy_rejects_of(tx, st, &[(file, rejects)]).await
-}
-
-/// One COPY for the rejects of several files.
-async fn copy_rejects_of(
-    tx: &Transaction<'_>,
-    st: &Statements,
-    files: &[(&FileTask, &[RejectRow])],
-) -> Result<(), DbError> {
-    if files.iter().all(|(_, r)| r.is_empty()) {
+    if files.iter().all(|(_, _, r)| r.is_empty()) {
         return Ok(());
     }
     let sink = tx.copy_in(&st.copy_rejects).await.map_err(DbError::pg("copy rejects"))?;
     let mut w = pin!(BinaryCopyInWriter::new(sink, &REJECT_TYPES));
-    for (file, rejects) in files {
+    for (file_id, name, rejects) in files {
         for r in *rejects {
             let line = r.line as i64;
             let reason = r.reason.as_str();
-            let values: [&(dyn ToSql + Sync); 7] =
-                [&file.file_id, &file.name, &line, &reason, &r.detail, &r.raw, &r.raw_truncated];
+            let values: [&(dyn ToSql + Sync); 7] = [file_id, name, &line, &reason, &r.detail, &r.raw, &r.raw_truncated];
             w.as_mut().write(&values).await.map_err(DbError::pg("copy rejects"))?;
         }
     }
@@ -258,15 +300,15 @@ async fn copy_rejects_of(
 }
 
 /// Commits batches of different files (a group of small files) in one
-/// transaction: one COPY for all their events, one for their rejects, one
+/// transaction: one COPY for all their rows, one for their rejects, one
 /// fence statement for all their checkpoints. `Ok(None)`: the direct route
-/// met an id already stored (nothing committed; redo through staging).
+/// met a key already stored (nothing committed; redo through staging).
 /// A fence that does not match every file rolls back with
 /// `DbError::GroupFence`: the caller commits the batches one by one, where
 /// each fence is settled on its own.
 pub async fn commit_group(
     conn: &mut WriterConn,
-    group: &[ValidatedBatch],
+    group: &[Batch<'_>],
     route: Route,
 ) -> Result<Option<Vec<Counts>>, DbError> {
     let st = &conn.stmts;
@@ -275,8 +317,8 @@ pub async fn commit_group(
         tx.rollback().await.map_err(DbError::pg("rollback"))?;
         return Ok(None);
     };
-    let rejects: Vec<(&FileTask, &[RejectRow])> = group.iter().map(|b| (&*b.file, &b.rejects[..])).collect();
-    if let Err(e) = copy_rejects_of(&tx, st, &rejects).await {
+    let rejects: Vec<(i64, &str, &[RejectRow])> = group.iter().map(|b| (b.file_id, b.file_name, b.rejects)).collect();
+    if let Err(e) = copy_rejects(&tx, st, &rejects).await {
         if !e.is_unique_violation() {
             return Err(e);
         }
@@ -287,7 +329,7 @@ pub async fn commit_group(
     let counts: Vec<Counts> = group
         .iter()
         .map(|b| {
-            let w = written.get(b.file.name.as_str()).copied().unwrap_or(0);
+            let w = written.get(b.file_name).copied().unwrap_or(0);
             Counts {
                 rows: b.rows,
                 written: w,
@@ -297,16 +339,16 @@ pub async fn commit_group(
             }
         })
         .collect();
-    let col = |f: &dyn Fn(&ValidatedBatch, &Counts) -> i64| -> Vec<i64> {
+    let col = |f: &dyn Fn(&Batch<'_>, &Counts) -> i64| -> Vec<i64> {
         group.iter().zip(&counts).map(|(b, c)| f(b, c)).collect()
     };
-    let headers: Vec<&[u8]> = group.iter().map(|b| b.header.raw()).collect();
-    let last: Vec<bool> = group.iter().map(|b| b.end == BatchEnd::Eof).collect();
+    let headers: Vec<&[u8]> = group.iter().map(|b| b.header).collect();
+    let last: Vec<bool> = group.iter().map(|b| b.last).collect();
     let advanced = tx
         .query(
             &st.advance_many,
             &[
-                &col(&|b, _| b.file.file_id),
+                &col(&|b, _| b.file_id),
                 &col(&|b, _| b.start_offset as i64),
                 &col(&|b, _| b.end_offset as i64),
                 &col(&|b, _| b.end_line as i64),
@@ -324,29 +366,36 @@ pub async fn commit_group(
         tx.rollback().await.map_err(DbError::pg("rollback"))?;
         return Err(DbError::GroupFence);
     }
-    crate::failpoints::hit("before_commit", &group[0].file.name);
+    crate::failpoints::hit("before_commit", group[0].file_name);
     tx.commit().await.map_err(DbError::pg("commit"))?;
     let done: HashMap<i64, i64> =
         advanced.iter().filter(|r| r.get::<_, bool>(1)).map(|r| (r.get(0), r.get(2))).collect();
     let counts =
-        group.iter().zip(counts).map(|(b, c)| Counts { file_done: done.get(&b.file.file_id).copied(), ..c }).collect();
+        group.iter().zip(counts).map(|(b, c)| Counts { file_done: done.get(&b.file_id).copied(), ..c }).collect();
     Ok(Some(counts))
 }
 
-/// Advances the checkpoint (the fence) and commits. `None`: the fence
-/// matched no row and the transaction was rolled back. `Some(file_done)`:
-/// committed; `file_done` as in `Counts`.
+/// What the checkpoint fence said.
+enum Fenced {
+    /// Committed; `Some(rejected)`: the batch's transaction also marked its
+    /// file done (as in `Counts::file_done`).
+    Committed(Option<i64>),
+    /// The fence matched no row; the transaction was rolled back.
+    Missed,
+}
+
+/// Advances the checkpoint (the fence) and commits.
 async fn advance_and_commit(
     tx: Transaction<'_>,
     st: &Statements,
-    b: &ValidatedBatch,
+    b: &Batch<'_>,
     counts: Counts,
-) -> Result<Option<Option<i64>>, DbError> {
+) -> Result<Fenced, DbError> {
     let advanced = tx
         .query_opt(
             &st.advance,
             &[
-                &b.file.file_id,
+                &b.file_id,
                 &(b.start_offset as i64),
                 &(b.end_offset as i64),
                 &(b.end_line as i64),
@@ -354,42 +403,41 @@ async fn advance_and_commit(
                 &(counts.written as i64),
                 &(counts.duplicate as i64),
                 &(counts.rejected as i64),
-                &b.header.raw(),
-                &(b.end == BatchEnd::Eof),
+                &b.header,
+                &b.last,
             ],
         )
         .await
         .map_err(DbError::pg("advance checkpoint"))?;
     let Some(advanced) = advanced else {
         tx.rollback().await.map_err(DbError::pg("rollback"))?;
-        return Ok(None);
+        return Ok(Fenced::Missed);
     };
     let file_done = advanced.get::<_, bool>(0).then(|| advanced.get::<_, i64>(1));
     // If we die here the outcome is unknown to us; the replay's fence will
     // find out.
-    crate::failpoints::hit("before_commit", &b.file.name);
+    crate::failpoints::hit("before_commit", b.file_name);
     tx.commit().await.map_err(DbError::pg("commit"))?;
-    crate::failpoints::hit("after_commit", &b.file.name);
-    if crate::failpoints::fail_once("lost_commit_ack", &b.file.name) {
+    crate::failpoints::hit("after_commit", b.file_name);
+    if crate::failpoints::fail_once("lost_commit_ack", b.file_name) {
         return Err(DbError::Timeout {
             context: "commit (failpoint: acknowledgement lost)",
             timeout: Default::default(),
         });
     }
-    Ok(Some(file_done))
+    Ok(Fenced::Committed(file_done))
 }
 
 /// The fence matched no row: either an earlier attempt committed this batch
 /// (its COMMIT's answer was lost), or the checkpoint is somewhere else.
-async fn fence_missed(client: &Client, b: &ValidatedBatch) -> Result<Outcome, DbError> {
-    let row =
-        client.query_one(sql::READ_CHECKPOINT, &[&b.file.file_id]).await.map_err(DbError::pg("read checkpoint"))?;
+async fn fence_missed(client: &Client, b: &Batch<'_>) -> Result<Outcome, DbError> {
+    let row = client.query_one(sql::READ_CHECKPOINT, &[&b.file_id]).await.map_err(DbError::pg("read checkpoint"))?;
     let actual = row.get::<_, i64>(0) as u64;
-    let state: String = row.get(1);
-    if state == "done" || (actual == b.end_offset && b.end_offset != b.start_offset) {
+    let state = crate::db::files::FileState::parse(row.get(1));
+    if state == crate::db::files::FileState::Done || (actual == b.end_offset && b.end_offset != b.start_offset) {
         return Ok(Outcome::AlreadyCommitted);
     }
-    Err(DbError::Fence { file_id: b.file.file_id, expected: b.start_offset, actual })
+    Err(DbError::Fence { file_id: b.file_id, expected: b.start_offset, actual })
 }
 
 /// The contract reason closest to a database refusal of a value the
@@ -400,77 +448,68 @@ pub fn reason_for_refusal(e: &DbError) -> RejectReason {
         _ => String::new(),
     };
     match code.as_str() {
-        "22001" => RejectReason::TooLong,
-        "22003" | "23514" => RejectReason::OutOfRange,
-        "22007" | "22008" => RejectReason::InvalidTimestamp,
-        "23502" => RejectReason::MissingField,
-        _ => RejectReason::MalformedCsv,
+        "22001" => RejectReason::TOO_LONG,
+        "22003" | "23514" => RejectReason::OUT_OF_RANGE,
+        "22007" | "22008" => RejectReason::INVALID_TIMESTAMP,
+        "23502" => RejectReason::MISSING_FIELD,
+        _ => RejectReason::MALFORMED_CSV,
     }
 }
 
 /// Commits a batch the database refused as a whole, row by row where it
-/// must: `records` are the batch's records read again from the file. The
-/// valid rows go in by halves, each half under a savepoint; a half refused
-/// for its data is split again, down to the single rows at fault, which
-/// become rejects with the closest contract reason. Everything else commits
-/// with the checkpoint, in one transaction as always. Returns the outcome
-/// and how many rows the database refused.
+/// must: `checked` is the batch's records read again and validated again
+/// (without presumed duplicates), `raw_of` gives a row's raw text by line.
+/// The valid rows go in by halves, each half under a savepoint; a half
+/// refused for its data is split again, down to the single rows at fault,
+/// which become rejects: `derived_failed` when a derived column's
+/// expression fails on the row (with the database's message), else the
+/// contract reason closest to the refusal. Everything else commits with the
+/// checkpoint, in one transaction as always. Returns the outcome and how
+/// many rows the database refused.
 pub async fn commit_isolated(
     conn: &mut WriterConn,
-    b: &ValidatedBatch,
-    records: &[RawRecord],
+    b: &Batch<'_>,
+    mut checked: Checked,
+    raw_of: &dyn Fn(u64) -> (Vec<u8>, bool),
 ) -> Result<(Outcome, u64), DbError> {
-    let file = &b.file;
-    if records.len() as u64 != b.rows {
-        return Err(DbError::Isolation { file_id: file.file_id, expected: b.rows, found: records.len() as u64 });
+    if checked.rows != b.rows {
+        return Err(DbError::Isolation { file_id: b.file_id, expected: b.rows, found: checked.rows });
     }
-    // The same rules as the Validator, applied again to the same records.
-    let now = chrono::Utc::now();
-    let mut seen = HashSet::new();
-    let mut valid: Vec<(Event<'_>, &RawRecord)> = Vec::new();
-    let mut rejects: Vec<RejectRow> = Vec::new();
-    let mut batch_duplicates = 0u64;
-    for rec in records {
-        match validate(&b.header, rec, now) {
-            Ok(e) if seen.insert(e.event_id) => valid.push((e, rec)),
-            Ok(_) => batch_duplicates += 1,
-            Err(r) => rejects.push(reject_row(rec, r.reason, r.detail)),
-        }
-    }
-    valid.sort_unstable_by_key(|(e, _)| e.event_id);
-
     let st = &conn.stmts;
     let tx = conn.client.transaction().await.map_err(DbError::pg("begin"))?;
+    let valid = checked.events.rows() as usize;
     let mut written = 0u64;
     let mut refused = 0u64;
-    let mut todo = vec![(0, valid.len())];
+    let mut todo = vec![(0, valid)];
     while let Some((lo, hi)) = todo.pop() {
         if lo == hi {
             continue;
         }
-        let mut enc = CopyEncoder::new(0);
-        for (e, rec) in &valid[lo..hi] {
-            enc.push(e, rec.line, &file.name);
-        }
-        tx.batch_execute("SAVEPOINT isolate").await.map_err(DbError::pg("savepoint"))?;
+        savepoint(&tx, "SAVEPOINT isolate").await?;
+        let part = checked.events.slice(lo..hi);
         let attempt = async {
-            copy_payload(&tx, &st.copy_staging, enc.finish().bytes).await.map_err(DbError::pg("copy events"))?;
-            let n = tx.execute(&st.merge, &[]).await.map_err(DbError::pg("merge events"))?;
+            copy_payload(&tx, &st.copy_staging, part.bytes.clone()).await.map_err(DbError::pg("copy rows"))?;
+            let n = st.merge(&tx).await?;
             // The temp table empties only at commit; this transaction goes on.
-            tx.batch_execute("TRUNCATE ingestd_staging").await.map_err(DbError::pg("truncate staging"))?;
+            tx.batch_execute(&st.sql.truncate_staging).await.map_err(DbError::pg("truncate staging"))?;
             Ok::<u64, DbError>(n)
         };
         match attempt.await {
             Ok(n) => {
                 written += n;
-                tx.batch_execute("RELEASE SAVEPOINT isolate").await.map_err(DbError::pg("savepoint"))?;
+                savepoint(&tx, "RELEASE SAVEPOINT isolate").await?;
             }
             Err(e) if e.is_data_error() => {
-                tx.batch_execute("ROLLBACK TO SAVEPOINT isolate").await.map_err(DbError::pg("savepoint"))?;
+                savepoint(&tx, "ROLLBACK TO SAVEPOINT isolate").await?;
                 if hi - lo == 1 {
                     refused += 1;
-                    let detail = format!("refused by the database: {e}");
-                    rejects.push(reject_row(valid[lo].1, reason_for_refusal(&e), detail));
+                    let (reason, detail) = match derived_failure(&tx, st, &part).await? {
+                        Some(message) => (RejectReason::DERIVED_FAILED, message),
+                        None => (reason_for_refusal(&e), format!("refused by the database: {e}")),
+                    };
+                    let line = checked.event_lines[lo];
+                    let (raw, raw_truncated) = raw_of(line);
+                    checked.rejects.push(RejectRow { line, reason, detail, raw, raw_truncated });
                 } else {
                     let mid = lo + (hi - lo) / 2;
                     todo.push((mid, hi));
@@ -480,8 +519,8 @@ pub async fn commit_isolated(
             Err(e) => return Err(e),
         }
     }
-    rejects.sort_by_key(|r| r.line);
-    if let Err(e) = copy_rejects(&tx, st, file, &rejects).await {
+    checked.rejects.sort_by_key(|r| r.line);
+    if let Err(e) = copy_rejects(&tx, st, &[(b.file_id, b.file_name, &checked.rejects)]).await {
         if !e.is_unique_violation() {
             return Err(e);
         }
@@ -491,17 +530,39 @@ pub async fn commit_isolated(
     let counts = Counts {
         rows: b.rows,
         written,
-        duplicate: valid.len() as u64 - refused - written + batch_duplicates,
-        rejected: rejects.len() as u64,
+        duplicate: valid as u64 - refused - written + checked.batch_duplicates,
+        rejected: checked.rejects.len() as u64,
         file_done: None,
     };
     debug_assert_eq!(counts.rows, counts.written + counts.duplicate + counts.rejected);
     match advance_and_commit(tx, st, b, counts).await? {
-        Some(file_done) => Ok((Outcome::Committed(Counts { file_done, ..counts }), refused)),
-        None => Ok((fence_missed(&conn.client, b).await?, 0)),
+        Fenced::Committed(file_done) => Ok((Outcome::Committed(Counts { file_done, ..counts }), refused)),
+        Fenced::Missed => Ok((fence_missed(&conn.client, b).await?, 0)),
     }
 }
 
-fn reject_row(rec: &RawRecord, reason: RejectReason, detail: String) -> RejectRow {
-    RejectRow { line: rec.line, reason, detail, raw: rec.raw.clone(), raw_truncated: rec.raw_truncated }
+async fn savepoint(tx: &Transaction<'_>, statement: &str) -> Result<(), DbError> {
+    tx.batch_execute(statement).await.map_err(DbError::pg("savepoint"))
+}
+
+/// For one refused row (`row`): whether a derived column's expression fails
+/// on it, and the database's message if so. Probed under a savepoint of
+/// its own, rolled back either way.
+async fn derived_failure(tx: &Transaction<'_>, st: &Statements, row: &CopyPayload) -> Result<Option<String>, DbError> {
+    let Some(probe) = &st.sql.derived_probe else { return Ok(None) };
+    savepoint(tx, "SAVEPOINT probe").await?;
+    let attempt = async {
+        copy_payload(tx, &st.copy_staging, row.bytes.clone()).await.map_err(DbError::pg("copy rows"))?;
+        tx.query(probe.as_str(), &[]).await.map_err(DbError::pg("derived columns"))
+    };
+    let outcome = match attempt.await {
+        Ok(_) => None,
+        Err(e) if e.is_data_error() => Some(match &e {
+            DbError::Pg { source, .. } => crate::db::describe(source),
+            other => other.to_string(),
+        }),
+        Err(e) => return Err(e),
+    };
+    savepoint(tx, "ROLLBACK TO SAVEPOINT probe").await?;
+    Ok(outcome)
 }

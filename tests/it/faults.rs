@@ -490,7 +490,7 @@ fn sigkill_at_random_moments_loses_and_repeats_nothing() {
         db.scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ingestd' AND datname = current_database()",
         ) == 0
-            && db.scalar("SELECT count(*) FROM pg_class WHERE relname = 'ingestd_staging'") == 0
+            && db.scalar("SELECT count(*) FROM pg_class WHERE relname LIKE 'ingestd\\_staging%'") == 0
     });
 
     let f = db.files();

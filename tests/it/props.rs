@@ -564,7 +564,9 @@ fn run_file(file: &[u8], cap: usize) -> Outcome {
     let mut reader = RecordReader::new(BufReader::with_capacity(64, file), 0, 1, cap);
     let mut header_rec = RawRecord::default();
     reader.read_header(&mut header_rec).unwrap();
-    let header = Header::parse(&header_rec);
+    let pipeline = ingestd::core::pipeline::builtin();
+    let schema = &pipeline.schema;
+    let header = Header::parse(schema, &header_rec);
     let mut records = Vec::new();
     let mut rec = RawRecord::default();
     while reader.read_record(&mut rec).unwrap() {
@@ -573,21 +575,23 @@ fn run_file(file: &[u8], cap: usize) -> Outcome {
     }
     let mut out = Outcome { rows: records.len(), header_raw: header_rec.raw.clone(), ..Outcome::default() };
     let mut seen = HashSet::new();
+    let mut values = Vec::new();
     for r in &records {
-        let outcome = validate(&header, r, now());
+        let outcome = validate(schema, &header, r, now(), &mut values).map(|()| values.clone());
         let malformed = r.error.is_some()
             || r.len() != header.width()
             || r.fields().any(|f| f.contains(&0) || std::str::from_utf8(f).is_err());
         let reason = outcome.as_ref().err().map(|rejection| rejection.reason);
         if header.problem().is_some() {
-            assert_eq!(reason, Some(RejectReason::MissingColumn), "line {}", r.line);
+            assert_eq!(reason, Some(RejectReason::MISSING_COLUMN), "line {}", r.line);
         } else {
-            assert_eq!(reason == Some(RejectReason::MalformedCsv), malformed, "line {}: {outcome:?}", r.line);
+            assert_eq!(reason == Some(RejectReason::MALFORMED_CSV), malformed, "line {}: {outcome:?}", r.line);
         }
         out.records.push((r.line, r.raw.clone(), r.error.is_none(), reason.is_some()));
         match outcome {
             Ok(event) => {
-                if seen.insert(event.event_id) {
+                // The event_id (the key): the declaration's first column.
+                if seen.insert(format!("{:?}", event[0])) {
                     out.events.push((r.line, format!("{event:?}")));
                 } else {
                     out.duplicates += 1;
