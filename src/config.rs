@@ -61,13 +61,7 @@ pub struct PathsConfig {
     pub pg_data: PathBuf,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AfterCommit {
-    Move,
-    Delete,
-    Keep,
-}
+pub use crate::core::pipeline::AfterCommit;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -53,30 +53,75 @@ pub fn fingerprint(file: &File, size: u64) -> io::Result<String> {
     Ok(format!("{size}-{hex}"))
 }
 
-/// Writes `target` atomically: a hidden temp file in the same folder,
-/// fsynced, then renamed, then the folder fsynced. Errors of write, fsync and
-/// close all surface (a full disk often shows only at fsync).
-pub fn write_atomic(target: &Path, fill: impl FnOnce(&mut io::BufWriter<&File>) -> io::Result<()>) -> io::Result<()> {
-    let tmp = temp_sibling(target);
-    let result = (|| {
-        let file = File::create(&tmp)?;
-        {
-            let mut w = io::BufWriter::new(&file);
-            fill(&mut w)?;
-            w.flush()?;
-        }
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, target)?;
-        sync_dir(target)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+/// A file written under a hidden temp name in its folder and put in
+/// place only once complete: written, flushed, fsynced, renamed, and the
+/// folder fsynced. Errors of write, fsync and close all surface (a full
+/// disk often shows only at fsync). Dropped without `commit`, the temp file
+/// is removed. The one way ingestd writes a file that must appear whole.
+pub struct AtomicFile {
+    tmp: PathBuf,
+    file: Option<io::BufWriter<File>>,
 }
 
-/// Moves a file, falling back to copy + fsync + remove across file
+impl AtomicFile {
+    /// Starts `target`'s temp file (`.<name>.<pid>.tmp` beside it).
+    pub fn create(target: &Path) -> io::Result<AtomicFile> {
+        let tmp = temp_sibling(target);
+        let file = File::create(&tmp)?;
+        Ok(AtomicFile { tmp, file: Some(io::BufWriter::new(file)) })
+    }
+
+    pub fn writer(&mut self) -> &mut io::BufWriter<File> {
+        self.file.as_mut().expect("present until committed")
+    }
+
+    /// Flushes and fsyncs the content (a commit does it too).
+    fn sync(&mut self) -> io::Result<()> {
+        let w = self.writer();
+        w.flush()?;
+        w.get_ref().sync_all()
+    }
+
+    /// Whether the content equals the file at `other` (for not replacing
+    /// an identical file under another name).
+    pub fn same_as(&mut self, other: &Path) -> io::Result<bool> {
+        self.sync()?;
+        let (a, b) = (std::fs::metadata(&self.tmp)?, std::fs::metadata(other)?);
+        Ok(a.len() == b.len() && std::fs::read(&self.tmp)? == std::fs::read(other)?)
+    }
+
+    /// Puts the file at `target`. Unless `replace`, a file already there
+    /// stays and this fails with `AlreadyExists` (the temp file is kept for
+    /// another `commit`).
+    pub fn commit(&mut self, target: &Path, replace: bool) -> io::Result<()> {
+        self.sync()?;
+        if replace {
+            std::fs::rename(&self.tmp, target)?;
+        } else {
+            rename_noreplace(&self.tmp, target)?;
+        }
+        self.file = None;
+        sync_dir(target)
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            // A partial temp file would keep a full disk full.
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes `target` atomically (see [`AtomicFile`]), replacing any file there.
+pub fn write_atomic(target: &Path, fill: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>) -> io::Result<()> {
+    let mut f = AtomicFile::create(target)?;
+    fill(f.writer())?;
+    f.commit(target, true)
+}
+
+/// Moves a file, falling back to an atomic copy and a remove across file
 /// systems. Unless `replace`, a file already at `to` stays and the move
 /// fails with `AlreadyExists`.
 ///
@@ -85,24 +130,15 @@ pub fn write_atomic(target: &Path, fill: impl FnOnce(&mut io::BufWriter<&File>) 
 /// done, and it is only moved again. (A fsync per file would cap the daemon
 /// at the journal's commit rate when thousands of small files arrive.)
 pub fn move_file(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
-    let rename = |from: &Path, to: &Path| if replace { std::fs::rename(from, to) } else { rename_noreplace(from, to) };
-    match rename(from, to) {
-        Ok(()) => Ok(()),
+    let renamed = if replace { std::fs::rename(from, to) } else { rename_noreplace(from, to) };
+    match renamed {
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let tmp = temp_sibling(to);
-            let copied = (|| {
-                std::fs::copy(from, &tmp)?;
-                File::open(&tmp)?.sync_all()?;
-                rename(&tmp, to)?;
-                sync_dir(to)
-            })();
-            if copied.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            copied?;
+            let mut copy = AtomicFile::create(to)?;
+            io::copy(&mut File::open(from)?, copy.writer())?;
+            copy.commit(to, replace)?;
             std::fs::remove_file(from)
         }
-        Err(e) => Err(e),
+        other => other,
     }
 }
 

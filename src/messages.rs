@@ -44,6 +44,23 @@ pub struct FileTask {
     pub line: u64,
 }
 
+impl FileTask {
+    /// The task for a file the CheckpointKeeper claimed: where it resumes.
+    pub fn claimed(f: ClaimFile, c: &crate::db::files::Claimed) -> FileTask {
+        FileTask {
+            file_id: c.id,
+            gzip: f.name.to_ascii_lowercase().ends_with(".gz"),
+            path: f.path,
+            name: f.name,
+            fingerprint: f.fingerprint,
+            size: f.stamp.size,
+            stamp: f.stamp,
+            offset: c.committed_offset,
+            line: c.committed_line,
+        }
+    }
+}
+
 /// A stable candidate file, identified.
 #[derive(Debug, Clone)]
 pub struct ClaimFile {

@@ -65,7 +65,7 @@ pub async fn run(
         let mut after: i64 = 0;
         loop {
             let rows = tx
-                .query(&format!("{} LIMIT {PAGE}", sql::REPLAY_REJECTS), &[&file_id, &reason, &after])
+                .query(sql::REPLAY_REJECTS, &[&file_id, &reason, &after, &PAGE])
                 .await
                 .map_err(DbError::pg("replay: read rejects"))?;
             let Some(last) = rows.last() else { break };

@@ -157,11 +157,7 @@ pub type BatchRead = Result<(Option<Box<Cursor>>, Batch), (Arc<FileTask>, ReadEr
 /// Reads up to `max_rows` records or `max_bytes` bytes of records from the
 /// cursor, whichever comes first. The cursor comes back unless the file
 /// ended.
-pub fn read_batch(
-    mut cursor: Box<Cursor>,
-    max_rows: usize,
-    max_bytes: usize,
-) -> BatchRead {
+pub fn read_batch(mut cursor: Box<Cursor>, max_rows: usize, max_bytes: usize) -> BatchRead {
     crate::failpoints::hit("parser_batch", &cursor.task.name);
     let mut records = match cursor.task.size.checked_sub(cursor.offset) {
         // The rest of a small file: room for all of it at once, so its

@@ -31,8 +31,9 @@ use crate::actors::writer::{Writer, WriterSettings};
 use crate::config::Config;
 use crate::core::pipeline::Pipeline;
 use crate::credit::{Credits, Window};
+use crate::db::leader::FolderLock;
 use crate::db::sql::PipelineSql;
-use crate::db::{sql, Pool};
+use crate::db::Pool;
 use crate::health::Health;
 use crate::messages::{ChildFailed, IsIdle, RecordFailure, Stop, StopIntake, StopReading};
 use crate::metrics::metrics;
@@ -51,24 +52,6 @@ const DRAIN_LOG: Duration = Duration::from_secs(2);
 const LOCK_CHECK: Duration = Duration::from_secs(1);
 const LOCK_RETRY: Duration = Duration::from_secs(1);
 const LOCK_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The `application_name` of this process's folder-lock sessions: unique to
-/// the process (pid and a random part), so it never names another daemon's.
-fn lock_session_name() -> String {
-    use std::sync::OnceLock;
-    static NAME: OnceLock<String> = OnceLock::new();
-    NAME.get_or_init(|| format!("ingestd lock {} {:08x}", std::process::id(), rand::random::<u32>())).clone()
-}
-
-/// The advisory-lock key of an incoming folder: the first 8 bytes of the
-/// SHA-256 of its canonical path (any daemon naming the same folder, by any
-/// path, computes the same key).
-pub fn folder_lock_key(folder: &std::path::Path) -> i64 {
-    use sha2::{Digest, Sha256};
-    let canonical = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
-    let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
-    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
-}
 
 struct Children {
     ck: Addr<CheckpointKeeper>,
@@ -97,8 +80,10 @@ pub struct Supervisor {
     /// Called before a hard exit (second signal), e.g. to stop the
     /// embedded database.
     on_hard_exit: Option<Box<dyn FnOnce()>>,
-    /// The connection holding the folder lock while this daemon leads.
-    lock: Option<Arc<tokio_postgres::Client>>,
+    /// The folder lock while this daemon leads.
+    lock: Option<Arc<FolderLock>>,
+    /// The incoming folder's lock key, computed once (its canonical path).
+    folder_key: i64,
     /// A leadership attempt or check is under way.
     lock_busy: bool,
     standby_logged: bool,
@@ -121,6 +106,7 @@ impl Supervisor {
     ) -> Self {
         crate::metrics::metrics().declare_reasons(&pipeline.schema.reasons());
         Supervisor {
+            folder_key: crate::db::leader::folder_key(&config.paths.incoming),
             window: Window::new(config.pipeline.batches_in_flight, 1),
             sql: Arc::new(PipelineSql::new(&pipeline)),
             pipeline,
@@ -135,6 +121,7 @@ impl Supervisor {
             draining: false,
             on_hard_exit,
             lock: None,
+
             lock_busy: false,
             standby_logged: false,
             signals: Some(signals),
@@ -150,42 +137,18 @@ impl Supervisor {
         }
         self.lock_busy = true;
         let pool = self.pool.clone();
-        let key = folder_lock_key(&self.config.paths.incoming);
-        let tag = lock_session_name();
+        let key = self.folder_key;
         let fut = async move {
-            let attempt = async {
-                let describe = |e: tokio_postgres::Error| crate::db::describe(&e);
-                let client = pool.dedicated_connection().await.map_err(describe)?;
-                // Named, so a session of ours left behind by a connection
-                // that died on our side only (a reset the server never saw)
-                // can be told apart and ended; server-side keepalives end
-                // such a session by themselves too, for other daemons.
-                client.batch_execute(&sql::lock_session_setup(&tag)).await.map_err(describe)?;
-                let mut got: bool = client.query_one(sql::TRY_FOLDER_LOCK, &[&key]).await.map_err(describe)?.get(0);
-                if !got {
-                    let stale = client.execute(sql::END_OWN_STALE_SESSIONS, &[&tag]).await.map_err(describe)?;
-                    if stale > 0 {
-                        tracing::warn!(sessions = stale, "ended this daemon's own stale folder-lock session");
-                        // The lock is released as the stale backend exits.
-                        for _ in 0..50 {
-                            got = client.query_one(sql::TRY_FOLDER_LOCK, &[&key]).await.map_err(describe)?.get(0);
-                            if got {
-                                break;
-                            }
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    }
-                }
-                Ok::<_, String>(got.then_some(client))
-            };
-            tokio::time::timeout(LOCK_CHECK_TIMEOUT, attempt).await.unwrap_or_else(|_| Err("timed out".into()))
+            tokio::time::timeout(LOCK_CHECK_TIMEOUT, FolderLock::try_take(&pool, key))
+                .await
+                .unwrap_or_else(|_| Err("timed out".into()))
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.lock_busy = false;
             match res {
-                Ok(Some(client)) if !act.draining => {
+                Ok(Some(lock)) if !act.draining => {
                     tracing::info!(folder = %act.config.paths.incoming.display(), "leading: this daemon ingests the folder");
-                    act.lock = Some(Arc::new(client));
+                    act.lock = Some(Arc::new(lock));
                     act.start_children(ctx);
                     act.start_generator();
                 }
@@ -211,15 +174,12 @@ impl Supervisor {
     /// seek leadership again. Batches cut short are replayed from the
     /// checkpoints, and the checkpoint fence stops any overlap.
     fn check_leadership(&mut self, ctx: &mut Context<Self>) {
-        let Some(client) = self.lock.clone() else { return };
+        let Some(lock) = self.lock.clone() else { return };
         if self.lock_busy {
             return;
         }
         self.lock_busy = true;
-        let fut = async move {
-            matches!(tokio::time::timeout(LOCK_CHECK_TIMEOUT, client.simple_query(sql::PING)).await, Ok(Ok(_)))
-        };
-        ctx.spawn(fut.into_actor(self).map(|alive, act, ctx| {
+        ctx.spawn(async move { lock.alive(LOCK_CHECK_TIMEOUT).await }.into_actor(self).map(|alive, act, ctx| {
             act.lock_busy = false;
             if !alive && act.lock.is_some() {
                 tracing::error!("lost the folder lock (its database connection failed); stopping the pipeline");
@@ -258,9 +218,11 @@ impl Supervisor {
         let keeper = CheckpointKeeper::new(
             self.pool.clone(),
             KeeperSettings {
-                processed: c.paths.processed.clone(),
-                bad_records: c.paths.bad_records.clone(),
-                after_commit: c.pipeline.after_commit,
+                disposal: crate::disposal::Disposal {
+                    processed: c.paths.processed.clone(),
+                    bad_records: c.paths.bad_records.clone(),
+                    after_commit: c.pipeline.after_commit,
+                },
                 max_file_attempts: c.pipeline.max_file_attempts,
             },
         );

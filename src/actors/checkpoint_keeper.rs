@@ -1,50 +1,49 @@
 //! CheckpointKeeper: owns the file states in `ingest_files` (claims,
-//! failures, parking) and the disk work of finished files.
+//! finishing, failures, parking) and starts the disk work of finished
+//! files.
 //!
-//! - Receives: `ClaimFile` (Watcher), `BatchCommitted` (Writer),
-//!   `RecordFailure` (Supervisor), `Pending` (Supervisor, for the drain).
+//! - Receives: `ClaimFiles` (Watcher), `BatchCommitted` (Writer),
+//!   `RecordFailure` (Supervisor).
 //! - Emits: `FileFinished` to the Watcher.
-//! - State: the number of files whose after-commit disk work is running;
-//!   files waiting for the next mark-done or move round.
+//! - State: the files whose after-commit disk work is running
+//!   ([`DiskWork`], which the drain waits on); files waiting for the next
+//!   mark-done or move round.
 //! - On restart: nothing is kept; the table is the state.
 //! - On drain: the Supervisor waits until its disk work is done (or the
 //!   deadline passes: the next start redoes it).
-//! - Backpressure: claims are one query each; the Watcher limits how many
-//!   files are in flight.
+//! - Backpressure: claims are one statement per round; the Watcher limits
+//!   how many files are in flight.
 //!
 //! A file is done only when its last batch is committed and its rows add up
 //! (rows = written + duplicate + rejected). Usually the last batch's own
 //! transaction marks it (`sql::ADVANCE_CHECKPOINT`); when it did not (a
-//! replayed last batch), this actor does. The disk work after that — the
-//! `<file>.rejects.csv` and the move — is idempotent and retried: if we die
-//! in the middle, the next claim of the same identity answers `Done` and
-//! redoes it, without reading a row again.
+//! replayed last batch), this actor does. The disk work after that
+//! (`crate::disposal`: the rejects file, the move) is idempotent and
+//! retried: if we die in the middle, the next claim of the same identity
+//! answers `Done` and the work is redone, without reading a row again.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
-use tokio_postgres::types::Type;
-
-use crate::config::AfterCommit;
-use crate::db::{sql, DbError, Pool};
+use crate::db::files::{self, FileState, Identity, MarkedDone};
+use crate::db::{DbError, Pool};
+use crate::disposal::{self, DiskError, Disposal, RejectsFile};
 use crate::messages::{BatchCommitted, BatchEnd, Claim, ClaimFiles, FileFinished, FileTask, Left, RecordFailure};
 use crate::metrics::metrics;
+use crate::retry::{retry, Backoff};
 
 /// Rejects fetched per query when writing a rejects file.
 const REJECTS_PAGE: i64 = 10_000;
-const RETRY_BASE: Duration = Duration::from_millis(200);
+/// Longest wait between two tries of the bookkeeping and the disk work.
 const RETRY_CAP: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct KeeperSettings {
-    pub processed: PathBuf,
-    pub bad_records: PathBuf,
-    pub after_commit: AfterCommit,
+    pub disposal: Disposal,
     pub max_file_attempts: u32,
 }
 
@@ -54,7 +53,7 @@ pub struct CheckpointKeeper {
     watcher: Option<Recipient<FileFinished>>,
     /// Files whose after-commit disk work has not finished (the drain
     /// waits for none).
-    pending: Arc<DiskWork>,
+    disk: Arc<DiskWork>,
     /// Files to mark done in the next round, and whether a round runs.
     to_mark: Vec<Arc<FileTask>>,
     marking: bool,
@@ -70,7 +69,7 @@ impl CheckpointKeeper {
             pool,
             settings: Arc::new(settings),
             watcher: None,
-            pending: Arc::new(DiskWork::default()),
+            disk: Arc::new(DiskWork::default()),
             to_mark: Vec::new(),
             marking: false,
             to_move: Vec::new(),
@@ -78,23 +77,29 @@ impl CheckpointKeeper {
         }
     }
 
-    fn finished(&self, file: &FileTask, left: Left) {
+    /// The count of files whose disk work is under way, for the drain.
+    pub fn disk_work(&self) -> Arc<DiskWork> {
+        self.disk.clone()
+    }
+
+    fn tell_watcher(&self, file: &FileTask, left: Left) {
         if let Some(w) = &self.watcher {
             w.do_send(FileFinished { path: file.path.clone(), left });
         }
     }
 
-    /// Queues a file whose last batch is committed, to be marked done.
-    fn complete(&mut self, file: Arc<FileTask>, ctx: &mut Context<Self>) {
-        self.pending.start();
+    /// A file whose last batch is committed but not marked done by its own
+    /// transaction: queued for the next mark-done round.
+    fn last_batch_committed(&mut self, file: Arc<FileTask>, ctx: &mut Context<Self>) {
+        self.disk.start();
         self.to_mark.push(file);
         self.mark_queued(ctx);
     }
 
     /// Marks every queued file done in one statement (many small files
-    /// finish at once), retrying while the database is away, then runs each
-    /// file's disk work. One round at a time; files queued meanwhile go in
-    /// the next round.
+    /// finish at once), retrying while the database is away, then starts
+    /// each file's disk work. One round at a time; files queued meanwhile go
+    /// in the next round.
     fn mark_queued(&mut self, ctx: &mut Context<Self>) {
         if self.marking || self.to_mark.is_empty() {
             return;
@@ -104,29 +109,23 @@ impl CheckpointKeeper {
         let pool = self.pool.clone();
         let fut = async move {
             let ids: Vec<i64> = files.iter().map(|f| f.file_id).collect();
-            let mut delay = RETRY_BASE;
-            let done = loop {
-                match mark_many_done(&pool, &ids).await {
-                    Ok(done) => break done,
-                    Err(e) if e.is_transient() => {
-                        tracing::warn!(files = ids.len(), error = %e, "cannot mark files done yet; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(RETRY_CAP);
-                    }
-                    Err(e) => {
-                        tracing::error!(files = ids.len(), error = %e, "cannot mark files done");
-                        break HashMap::new();
-                    }
-                }
-            };
+            let marked = retry("cannot mark files done", Backoff::new(RETRY_CAP), None, DbError::is_transient, || {
+                files::mark_done(&pool, &ids)
+            })
+            .await;
+            let done = marked.unwrap_or_else(|e| {
+                tracing::error!(files = ids.len(), error = %e, "cannot mark files done");
+                HashMap::new()
+            });
+            metrics().files_done.inc_by(done.len() as u64);
             (files, done)
         };
         ctx.spawn(fut.into_actor(self).map(|(files, done), act, ctx| {
             act.marking = false;
             tracing::debug!(files = files.len(), "marked done");
             for file in files {
-                let known = done.get(&file.file_id).copied();
-                act.finish(file, known, ctx);
+                let rejected = done.get(&file.file_id).copied();
+                act.dispose(file, rejected, ctx);
             }
             act.mark_queued(ctx);
         }));
@@ -135,12 +134,12 @@ impl CheckpointKeeper {
     /// A file its last batch's transaction marked done: its disk work.
     /// Files without rejects only need moving, and many small files finish
     /// at once: they are moved in rounds, one trip to the blocking pool per
-    /// round. A move that fails is retried alone (`finish`).
-    fn done(&mut self, file: Arc<FileTask>, rejected: i64, ctx: &mut Context<Self>) {
+    /// round. A move that fails is retried alone (`dispose`).
+    fn marked_done(&mut self, file: Arc<FileTask>, rejected: i64, ctx: &mut Context<Self>) {
         metrics().files_done.inc();
-        self.pending.start();
+        self.disk.start();
         if rejected > 0 {
-            self.finish(file, Some(rejected), ctx);
+            self.dispose(file, Some(rejected), ctx);
             return;
         }
         self.to_move.push(file);
@@ -160,7 +159,7 @@ impl CheckpointKeeper {
                 .map(|file| {
                     crate::failpoints::hit("before_disk_work", &file.name);
                     crate::failpoints::hit("before_move", &file.name);
-                    let moved = after_commit(&settings, &file);
+                    let moved = disposal::dispose(&settings.disposal, &file);
                     (file, moved)
                 })
                 .collect::<Vec<_>>()
@@ -172,18 +171,18 @@ impl CheckpointKeeper {
                     for (file, result) in moved {
                         match result {
                             Ok(kept) => {
-                                act.pending.end();
-                                act.finished(&file, left_by(&file, kept));
+                                act.disk.end();
+                                act.tell_watcher(&file, left_by(&file, kept));
                             }
                             Err(e) => {
                                 metrics().disk_errors.inc();
                                 tracing::warn!(file = %file.name, error = %e, "after-commit disk work failed; retrying");
-                                act.finish(file, Some(0), ctx);
+                                act.dispose(file, Some(0), ctx);
                             }
                         }
                     }
                 }
-                // The round's files stay pending; the next start redoes
+                // The round's files stay counted; the next start redoes
                 // their disk work (they are done in the table).
                 Err(e) => tracing::error!(error = %e, "moving finished files failed"),
             }
@@ -191,198 +190,110 @@ impl CheckpointKeeper {
         }));
     }
 
-    /// The disk work of one file, once the statement said it is done (with
-    /// its rejected count); a file the statement did not mark is looked at
-    /// alone (`mark_done` says why, and parks it if its rows do not add up).
-    fn finish(&mut self, file: Arc<FileTask>, rejected: Option<i64>, ctx: &mut Context<Self>) {
+    /// The disk work of one file (counted in `disk` by the caller), once a
+    /// statement said it is done (with its rejected count); a file no
+    /// statement marked is marked alone first (`mark_one_done` says why
+    /// not, and parks it if its rows do not add up).
+    fn dispose(&mut self, file: Arc<FileTask>, rejected: Option<i64>, ctx: &mut Context<Self>) {
         let pool = self.pool.clone();
         let settings = self.settings.clone();
         let fut = async move {
             let rejected = match rejected {
                 Some(r) => Some(r),
                 None => {
-                    let mut delay = RETRY_BASE;
-                    loop {
-                        match mark_done(&pool, file.file_id).await {
-                            Ok(r) => break r,
-                            Err(e) if e.is_transient() => {
-                                tracing::warn!(file = %file.name, error = %e, "cannot mark file done yet; retrying");
-                                tokio::time::sleep(delay).await;
-                                delay = (delay * 2).min(RETRY_CAP);
-                            }
-                            Err(e) => {
-                                tracing::error!(file = %file.name, error = %e, "cannot mark file done");
-                                break None;
-                            }
+                    let marked =
+                        retry("cannot mark file done", Backoff::new(RETRY_CAP), None, DbError::is_transient, || {
+                            files::mark_one_done(&pool, file.file_id)
+                        })
+                        .await;
+                    match marked {
+                        Ok(MarkedDone::Done { rejected }) => {
+                            metrics().files_done.inc();
+                            Some(rejected)
+                        }
+                        Ok(MarkedDone::Parked(error)) => {
+                            metrics().files_failed.inc();
+                            tracing::error!(file = %file.name, %error, "file parked");
+                            None
+                        }
+                        Ok(MarkedDone::Failed) => None,
+                        Err(e) => {
+                            tracing::error!(file = %file.name, error = %e, "cannot mark file done");
+                            None
                         }
                     }
                 }
             };
-            let kept = finish_on_disk(&pool, &settings, &file, rejected).await;
+            let kept = match rejected {
+                Some(rejected) => dispose_until_done(&pool, &settings.disposal, &file, rejected).await,
+                // Not done: the file stays where it is.
+                None => true,
+            };
             (file, kept)
         };
         ctx.spawn(fut.into_actor(self).map(|(file, kept), act, _| {
-            act.pending.end();
+            act.disk.end();
             tracing::debug!(file = %file.name, "file finished");
-            act.finished(&file, left_by(&file, kept));
+            act.tell_watcher(&file, left_by(&file, kept));
         }));
     }
 }
 
-/// Marks the files done whose rows add up, in one statement; returns their
-/// rejected counts by id.
-async fn mark_many_done(pool: &Pool, ids: &[i64]) -> Result<HashMap<i64, i64>, DbError> {
-    let conn = pool.get().await.map_err(DbError::pool("mark done"))?;
-    let rows =
-        conn.query_typed(sql::MARK_MANY_DONE, &[(&ids, Type::INT8_ARRAY)]).await.map_err(DbError::pg("mark done"))?;
-    metrics().files_done.inc_by(rows.len() as u64);
-    Ok(rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1))).collect())
-}
-
-/// Returns the file's rejected count, once it is done. A file whose rows do
-/// not add up is never marked done: that would be a bug, and it is parked
-/// with the reason instead of being hidden.
-async fn mark_done(pool: &Pool, file_id: i64) -> Result<Option<i64>, DbError> {
-    let conn = pool.get().await.map_err(DbError::pool("mark done"))?;
-    // Typed queries: one round trip, no separate prepare (these run once per
-    // file, and small files come by the thousand).
-    if let Some(row) =
-        conn.query_typed_opt(sql::MARK_DONE, &[(&file_id, Type::INT8)]).await.map_err(DbError::pg("mark done"))?
-    {
-        metrics().files_done.inc();
-        return Ok(Some(row.get::<_, i64>(3)));
-    }
-    let row = conn.query_one(sql::FILE_STATE, &[&file_id]).await.map_err(DbError::pg("mark done"))?;
-    let state: String = row.get(0);
-    if state == "done" {
-        return Ok(Some(row.get::<_, i64>(4)));
-    }
-    let (total, w, d, r): (i64, i64, i64, i64) = (row.get(1), row.get(2), row.get(3), row.get(4));
-    let error = format!("rows do not add up: {total} rows, {w} written + {d} duplicate + {r} rejected");
-    tracing::error!(file_id, %error, "file parked");
-    conn.execute(sql::PARK_FILE, &[&file_id, &error]).await.map_err(DbError::pg("park file"))?;
-    metrics().files_failed.inc();
-    Ok(None)
-}
-
 /// The disk work after a file is done: its rejects file, then the move or
 /// delete. Retried with backoff until it succeeds; never reads rows again.
-/// Returns whether the file is still at its path (kept, or not done).
-async fn finish_on_disk(pool: &Pool, settings: &KeeperSettings, file: &FileTask, rejected: Option<i64>) -> bool {
-    let Some(rejected) = rejected else { return true };
+/// Returns whether the file is still at its path (kept).
+async fn dispose_until_done(pool: &Pool, disposal: &Disposal, file: &FileTask, rejected: i64) -> bool {
     crate::failpoints::hit("before_disk_work", &file.name);
-    let mut delay = RETRY_BASE;
-    loop {
-        let result = async {
-            if rejected > 0 {
-                write_rejects_file(pool, settings, file).await?;
-            }
-            crate::failpoints::hit("before_move", &file.name);
-            let settings = settings.clone();
-            let file = file.clone();
-            tokio::task::spawn_blocking(move || after_commit(&settings, &file)).await.map_err(|e| e.to_string())?
+    let work = || async {
+        if rejected > 0 {
+            write_rejects_file(pool, disposal, file).await?;
         }
-        .await;
-        match result {
-            Ok(kept) => return kept,
-            Err(e) => {
-                metrics().disk_errors.inc();
-                tracing::warn!(file = %file.name, error = %e, retry_in_ms = delay.as_millis() as u64, "after-commit disk work failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(RETRY_CAP);
-            }
-        }
-    }
+        crate::failpoints::hit("before_move", &file.name);
+        let (disposal, file) = (disposal.clone(), file.clone());
+        tokio::task::spawn_blocking(move || disposal::dispose(&disposal, &file))
+            .await
+            .map_err(|e| DiskError::Task(e.to_string()))?
+    };
+    let outcome = retry(
+        "after-commit disk work failed",
+        Backoff::new(RETRY_CAP),
+        None,
+        |_: &DiskError| {
+            metrics().disk_errors.inc();
+            true
+        },
+        work,
+    )
+    .await;
+    // Every error is retried, so only success comes back.
+    outcome.unwrap_or(true)
 }
 
-/// `<bad_records>/<file>.rejects.csv`: line, reason, detail, raw. Written to
-/// a temp name page by page, fsynced, then renamed. If a file of that name
-/// exists with other content (an earlier file of the same name), this one
-/// gets the fingerprint in its name instead of overwriting it.
-async fn write_rejects_file(pool: &Pool, settings: &KeeperSettings, file: &FileTask) -> Result<(), String> {
-    let tmp = settings.bad_records.join(format!(".{}.{}.rejects.tmp", file.name, std::process::id()));
-    let result = write_rejects_to(pool, settings, file, &tmp).await;
-    if result.is_err() {
-        // A partial temp file would keep a full disk full until the retry.
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    result
-}
-
-async fn write_rejects_to(
-    pool: &Pool,
-    settings: &KeeperSettings,
-    file: &FileTask,
-    tmp: &std::path::Path,
-) -> Result<(), String> {
-    let tmp = tmp.to_path_buf();
-    let tmp_path = tmp.clone();
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp_path)?;
-        f.write_all(b"line,reason,detail,raw\n")
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("{}: {e}", tmp.display()))?;
+/// Writes `<bad_records>/<file>.rejects.csv` from the file's stored rejects,
+/// a page at a time (the writing on the blocking pool).
+async fn write_rejects_file(pool: &Pool, disposal: &Disposal, file: &FileTask) -> Result<(), DiskError> {
+    let (d, task) = (disposal.clone(), file.clone());
+    let mut out = blocking(move || RejectsFile::create(&d, &task)).await?;
     let mut after: i64 = 0;
     loop {
-        let rows = {
-            let conn = pool.get().await.map_err(|e| DbError::pool("read rejects")(e).to_string())?;
-            conn.query(&format!("{} LIMIT {REJECTS_PAGE}", sql::REJECTS_OF_FILE_AFTER), &[&file.file_id, &after])
-                .await
-                .map_err(|e| DbError::pg("read rejects")(e).to_string())?
-        };
-        let Some(last) = rows.last() else { break };
-        after = last.get(0);
-        let page: Vec<(i64, String, String, Vec<u8>)> =
-            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+        let page = files::rejects_page(pool, file.file_id, after, REJECTS_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.line;
         let full = page.len() as i64 == REJECTS_PAGE;
-        let tmp_path = tmp.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let f = std::fs::OpenOptions::new().append(true).open(&tmp_path)?;
-            let mut w = csv::Writer::from_writer(std::io::BufWriter::new(f));
-            for (line, reason, detail, raw) in page {
-                w.write_record([line.to_string().as_bytes(), reason.as_bytes(), detail.as_bytes(), &raw])
-                    .map_err(std::io::Error::other)?;
-            }
-            w.flush()
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        out = blocking(move || out.append(&page).map(|()| out)).await?;
         if !full {
             break;
         }
     }
-    let settings = settings.clone();
-    let file = file.clone();
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        std::fs::File::open(&tmp)?.sync_all()?;
-        let plain = settings.bad_records.join(format!("{}.rejects.csv", file.name));
-        let target = if !plain.exists() || same_content(&plain, &tmp)? {
-            plain
-        } else {
-            settings.bad_records.join(format!("{}.{}.rejects.csv", file.name, short_fingerprint(&file.fingerprint)))
-        };
-        std::fs::rename(&tmp, &target)?;
-        std::fs::File::open(&settings.bad_records)?.sync_all()
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
+    let path = blocking(move || out.finish()).await?;
+    tracing::debug!(file = %file.name, rejects = %path.display(), "rejects file written");
+    Ok(())
 }
 
-fn same_content(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<bool> {
-    let (ma, mb) = (std::fs::metadata(a)?, std::fs::metadata(b)?);
-    if ma.len() != mb.len() {
-        return Ok(false);
-    }
-    Ok(std::fs::read(a)? == std::fs::read(b)?)
-}
-
-fn short_fingerprint(fp: &str) -> &str {
-    let hash = fp.rsplit('-').next().unwrap_or(fp);
-    &hash[..hash.len().min(12)]
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DiskError> + Send + 'static,
+) -> Result<T, DiskError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| DiskError::Task(e.to_string()))?
 }
 
 fn left_by(file: &FileTask, kept: bool) -> Left {
@@ -393,45 +304,37 @@ fn left_by(file: &FileTask, kept: bool) -> Left {
     }
 }
 
-/// Moves, deletes or keeps the source file. A file already gone counts as
-/// moved (it may have been moved before a crash, or deleted by someone).
-/// `Ok(true)`: this identity is still at its path (kept).
-fn after_commit(settings: &KeeperSettings, file: &FileTask) -> Result<bool, String> {
-    // Only this identity is moved: a new file that took the name since (a
-    // producer reusing it) is left for the Watcher, never moved unread.
-    // The same inode, size and mtime as when it was identified: the same
-    // file (an lstat, no open). Anything else is hashed again.
-    let unchanged = std::fs::symlink_metadata(&file.path)
-        .is_ok_and(|m| m.file_type().is_file() && crate::fsutil::Stamp::of(&m) == file.stamp);
-    let present = unchanged
-        || crate::fsutil::open_regular(&file.path)
-            .and_then(|(f, meta)| {
-                let size = meta.len();
-                Ok(size == file.size && crate::fsutil::fingerprint(&f, size)? == file.fingerprint)
-            })
-            .unwrap_or(false);
-    if !present {
-        return Ok(false);
+/// Files whose after-commit disk work is under way: a count that says
+/// when it reaches zero.
+#[derive(Debug, Default)]
+pub struct DiskWork {
+    files: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl DiskWork {
+    fn start(&self) {
+        self.files.fetch_add(1, Ordering::SeqCst);
     }
-    match settings.after_commit {
-        AfterCommit::Keep => Ok(true),
-        AfterCommit::Delete => std::fs::remove_file(&file.path).map(|()| false).map_err(|e| format!("delete: {e}")),
-        AfterCommit::Move => {
-            let failed = |to: &std::path::Path, e: std::io::Error| format!("move to {}: {e}", to.display());
-            // Never overwrite an earlier file of the same name: this one
-            // gets its fingerprint in its name instead (and replaces only
-            // what an earlier run of this very identity left there).
-            let plain = settings.processed.join(&file.name);
-            match crate::fsutil::move_file(&file.path, &plain, false) {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let tagged = settings
-                        .processed
-                        .join(crate::fsutil::tagged_name(&file.name, short_fingerprint(&file.fingerprint)));
-                    crate::fsutil::move_file(&file.path, &tagged, true).map_err(|e| failed(&tagged, e))
-                }
-                moved => moved.map_err(|e| failed(&plain, e)),
+
+    fn end(&self) {
+        if self.files.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    pub fn files(&self) -> usize {
+        self.files.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when no disk work is under way.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.files() == 0 {
+                return;
             }
-            .map(|()| false)
+            notified.await;
         }
     }
 }
@@ -444,28 +347,10 @@ impl Actor for CheckpointKeeper {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let settings = self.settings.clone();
         let fut = tokio::task::spawn_blocking(move || {
-            remove_leftovers(&settings.bad_records);
-            remove_leftovers(&settings.processed);
+            disposal::remove_leftovers(&settings.disposal.bad_records);
+            disposal::remove_leftovers(&settings.disposal.processed);
         });
         ctx.wait(async move { fut.await.ok() }.into_actor(self).map(|_, _, _| ()));
-    }
-}
-
-/// Removes `.*.tmp` files (what `write_rejects_file` and `fsutil` leave when
-/// they are killed midway) from a folder only the daemon writes.
-fn remove_leftovers(dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') && name.ends_with(".tmp") && entry.file_type().is_ok_and(|t| t.is_file()) {
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => tracing::info!(file = %entry.path().display(), "removed a leftover temp file"),
-                Err(e) => {
-                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove a leftover temp file")
-                }
-            }
-        }
     }
 }
 
@@ -481,117 +366,45 @@ impl Handler<SetWatcher> for CheckpointKeeper {
     }
 }
 
-impl CheckpointKeeper {
-    /// The count of files whose disk work is under way, for the drain.
-    pub fn disk_work(&self) -> Arc<DiskWork> {
-        self.pending.clone()
-    }
-}
-
-/// Files whose after-commit disk work is under way: a count that says
-/// when it reaches zero.
-#[derive(Debug, Default)]
-pub struct DiskWork {
-    files: std::sync::atomic::AtomicUsize,
-    idle: tokio::sync::Notify,
-}
-
-impl DiskWork {
-    fn start(&self) {
-        self.files.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    fn end(&self) {
-        if self.files.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-            self.idle.notify_waiters();
-        }
-    }
-
-    pub fn files(&self) -> usize {
-        self.files.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Resolves when no disk work is under way.
-    pub async fn idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.files() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// A claimed identity's row: id, state, committed offset and line, rejected
-/// count; keyed by (path, fingerprint).
-type ClaimedRow = (i64, String, i64, i64, i64);
-
 impl Handler<ClaimFiles> for CheckpointKeeper {
     type Result = ResponseActFuture<Self, Result<Vec<Claim>, DbError>>;
 
     /// Registers (or finds) several identities in one statement, in the
     /// order asked: thousands of small files must not cost a transaction
-    /// each.
+    /// each. An identity already done only needs its disk work (we died
+    /// after the commit, or the same content was dropped again): that
+    /// starts after the answer, so a slow disk never holds up a claim round.
     fn handle(&mut self, msg: ClaimFiles, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
-        let settings = self.settings.clone();
         let fut = async move {
-            let files = msg.0;
-            let conn = pool.get().await.map_err(DbError::pool("claim files"))?;
-            let paths: Vec<String> = files.iter().map(|f| f.path.to_string_lossy().into_owned()).collect();
-            let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-            let fingerprints: Vec<&str> = files.iter().map(|f| f.fingerprint.as_str()).collect();
-            let sizes: Vec<i64> = files.iter().map(|f| f.stamp.size as i64).collect();
-            let rows = conn
-                .query_typed(
-                    sql::CLAIM_FILES,
-                    &[
-                        (&paths, Type::TEXT_ARRAY),
-                        (&names, Type::TEXT_ARRAY),
-                        (&fingerprints, Type::TEXT_ARRAY),
-                        (&sizes, Type::INT8_ARRAY),
-                    ],
-                )
-                .await
-                .map_err(DbError::pg("claim files"))?;
-            let mut found: HashMap<(String, String), ClaimedRow> = rows
+            let identities: Vec<Identity<'_>> = msg
+                .0
                 .iter()
-                .map(|r| ((r.get(1), r.get(2)), (r.get(0), r.get(3), r.get(4), r.get(5), r.get(6))))
-                .collect();
-            drop(conn);
-            let mut claims = Vec::with_capacity(files.len());
-            for (f, path) in files.into_iter().zip(paths) {
-                let Some((file_id, state, offset, line, rejected)) = found.remove(&(path, f.fingerprint.clone()))
-                else {
-                    return Err(DbError::Claim(f.name));
-                };
-                let task = FileTask {
-                    file_id,
-                    gzip: f.name.to_ascii_lowercase().ends_with(".gz"),
-                    path: f.path,
-                    name: f.name,
-                    fingerprint: f.fingerprint,
+                .map(|f| Identity {
+                    path: f.path.to_string_lossy().into_owned(),
+                    name: &f.name,
+                    fingerprint: &f.fingerprint,
                     size: f.stamp.size,
-                    stamp: f.stamp,
-                    offset: offset as u64,
-                    line: line as u64,
-                };
-                claims.push(match state.as_str() {
-                    "done" => {
-                        // Seen again: the rows are in; only the disk work may
-                        // be missing (we died after the commit, or the same
-                        // content was dropped again).
-                        finish_on_disk(&pool, &settings, &task, Some(rejected)).await;
+                })
+                .collect();
+            let claimed = files::claim(&pool, &identities).await?;
+            Ok(msg.0.into_iter().zip(claimed).map(|(f, c)| (FileTask::claimed(f, &c), c)).collect::<Vec<_>>())
+        };
+        Box::pin(fut.into_actor(self).map(|result: Result<Vec<(FileTask, files::Claimed)>, DbError>, act, ctx| {
+            let claims = result?
+                .into_iter()
+                .map(|(task, c)| match c.state {
+                    FileState::Done => {
+                        act.disk.start();
+                        act.dispose(Arc::new(task), Some(c.rows_rejected), ctx);
                         Claim::Done
                     }
-                    "failed" => Claim::Parked,
-                    _ => Claim::Read(task),
-                });
-            }
+                    FileState::Failed => Claim::Parked,
+                    FileState::Pending | FileState::InProgress => Claim::Read(task),
+                })
+                .collect();
             Ok(claims)
-        };
-        Box::pin(fut.into_actor(self))
+        }))
     }
 }
 
@@ -604,47 +417,36 @@ impl Handler<BatchCommitted> for CheckpointKeeper {
             BatchEnd::Eof => match msg.counts.file_done {
                 // Marked done by the batch's own transaction: straight to
                 // the disk work.
-                Some(rejected) => self.done(msg.file, rejected, ctx),
-                None => self.complete(msg.file, ctx),
+                Some(rejected) => self.marked_done(msg.file, rejected, ctx),
+                None => self.last_batch_committed(msg.file, ctx),
             },
             BatchEnd::Abort(error) if !error.is_permanent() => {
                 metrics().watch_errors.inc();
                 tracing::warn!(file = %msg.file.name, %error, "cannot read file; will retry later");
-                self.finished(&msg.file, Left::Retry(msg.file.stamp.clone()));
+                self.tell_watcher(&msg.file, Left::Retry(msg.file.stamp.clone()));
             }
             BatchEnd::Abort(error) => {
                 let pool = self.pool.clone();
                 let file = msg.file;
                 let error = error.to_string();
                 let fut = async move {
-                    let mut delay = RETRY_BASE;
-                    loop {
-                        let r = async {
-                            let conn = pool.get().await.map_err(DbError::pool("park file"))?;
-                            conn.execute(sql::PARK_FILE, &[&file.file_id, &error])
-                                .await
-                                .map_err(DbError::pg("park file"))
-                        }
+                    let parked =
+                        retry("cannot park file", Backoff::new(RETRY_CAP), None, DbError::is_transient, || {
+                            files::park(&pool, file.file_id, &error)
+                        })
                         .await;
-                        match r {
-                            Ok(_) => break,
-                            Err(e) if e.is_transient() => {
-                                tokio::time::sleep(delay).await;
-                                delay = (delay * 2).min(RETRY_CAP);
-                            }
-                            Err(e) => {
-                                tracing::error!(file = %file.name, error = %e, "cannot park file");
-                                break;
-                            }
+                    match parked {
+                        Ok(()) => {
+                            metrics().files_failed.inc();
+                            tracing::error!(file = %file.name, %error, "file parked as failed: its content cannot be read");
                         }
+                        Err(e) => tracing::error!(file = %file.name, error = %e, "cannot park file"),
                     }
-                    metrics().files_failed.inc();
-                    tracing::error!(file = %file.name, %error, "file parked as failed: its content cannot be read");
                     file
                 };
                 ctx.spawn(fut.into_actor(self).map(|file, act, _| {
                     // Parked: the file stays where it is.
-                    act.finished(&file, Left::Finished(file.stamp.clone()));
+                    act.tell_watcher(&file, Left::Finished(file.stamp.clone()));
                 }));
             }
         }
@@ -656,14 +458,9 @@ impl Handler<RecordFailure> for CheckpointKeeper {
 
     fn handle(&mut self, msg: RecordFailure, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
-        let limit = self.settings.max_file_attempts as i32;
+        let limit = self.settings.max_file_attempts;
         Box::pin(async move {
-            let conn = pool.get().await.map_err(DbError::pool("record failure"))?;
-            let row = conn
-                .query_opt(sql::RECORD_FAILURE, &[&msg.file_id, &msg.error, &limit])
-                .await
-                .map_err(DbError::pg("record failure"))?;
-            let parked = row.map(|r| r.get::<_, String>(0) == "failed").unwrap_or(false);
+            let parked = files::record_failure(&pool, msg.file_id, &msg.error, limit).await?;
             if parked {
                 metrics().files_failed.inc();
                 tracing::error!(file_id = msg.file_id, error = %msg.error, "file parked as failed after repeated failures");

@@ -148,12 +148,13 @@ impl RowMaker {
 
     /// Writes `dir/name` as a producer should: under a temp name, fsynced,
     /// then renamed into place.
+    /// Writes a file whole under a temp name, then renames it into `dir`,
+    /// as a producer should.
     pub fn write_file(&mut self, dir: &Path, name: &str, spec: &GenSpec) -> io::Result<GenStats> {
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let file = std::fs::File::create(&tmp)?;
-        let stats = self.write_rows(io::BufWriter::with_capacity(256 * 1024, &file), spec)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, dir.join(name))?;
+        let target = dir.join(name);
+        let mut file = crate::fsutil::AtomicFile::create(&target)?;
+        let stats = self.write_rows(file.writer(), spec)?;
+        file.commit(&target, true)?;
         Ok(stats)
     }
 }

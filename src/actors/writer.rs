@@ -34,8 +34,8 @@ use crate::db::{sql, DbError, Pool};
 use crate::health::Health;
 use crate::messages::{BatchCommitted, ChildFailed, FileId, Validated, ValidatedBatch};
 use crate::metrics::metrics;
+use crate::retry::Backoff;
 
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Batches (of different files) committed in one transaction at most.
 const MAX_GROUP: usize = 256;
 /// Most transactions sent through staging after direct COPYs kept meeting
@@ -75,6 +75,7 @@ impl RouteChooser {
         }
     }
 }
+/// Longest pause between two tries of a batch.
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
 pub struct Writer {
@@ -256,7 +257,7 @@ async fn write_group(
     health: &Health,
     routes: &mut RouteChooser,
 ) -> (Option<WriterConn>, Result<Vec<Counts>, (FileId, DbError)>) {
-    let mut attempt: u32 = 0;
+    let mut backoff = Backoff::new(BACKOFF_CAP);
     let mut route = routes.route();
     let timeout = job.timeout;
     let batches: Vec<Batch<'_>> = group.iter().map(ValidatedBatch::as_db).collect();
@@ -292,7 +293,7 @@ async fn write_group(
             }
             Err(e) if e.is_transient() => {
                 let what = format!("a group of {} files", group.len());
-                back_off(pool, &mut conn, &e, &mut attempt, health, &what).await;
+                back_off(pool, &mut conn, &e, &mut backoff, health, &what).await;
             }
             Err(e) => {
                 tracing::info!(files = group.len(), reason = %e, "committing the group's batches one by one");
@@ -325,7 +326,7 @@ async fn write_with_retry(
         // Nothing to write: the CheckpointKeeper parks or releases the file.
         return (conn, Ok(Counts::default()));
     }
-    let mut attempt: u32 = 0;
+    let mut backoff = Backoff::new(BACKOFF_CAP);
     let mut route = routes.route();
     let timeout = job.timeout;
     let db_batch = batch.as_db();
@@ -365,7 +366,7 @@ async fn write_with_retry(
                 return (conn, Ok(counts));
             }
             Err(e) if e.is_transient() => {
-                back_off(pool, &mut conn, &e, &mut attempt, health, &batch.file.name).await;
+                back_off(pool, &mut conn, &e, &mut backoff, health, &batch.file.name).await;
             }
             Err(e) if e.is_data_error() => {
                 // Never retry the whole batch forever: find the rows at fault.
@@ -391,7 +392,7 @@ async fn back_off(
     pool: &Pool,
     conn: &mut Option<WriterConn>,
     e: &DbError,
-    attempt: &mut u32,
+    backoff: &mut Backoff,
     health: &Health,
     what: &str,
 ) {
@@ -401,9 +402,8 @@ async fn back_off(
         terminate_backend(pool, stale.pid).await;
     }
     *conn = None;
-    *attempt = attempt.saturating_add(1);
-    let delay = crate::db::jitter(BACKOFF_CAP.min(BACKOFF_BASE * 2u32.saturating_pow((*attempt).min(16))));
-    tracing::warn!(batch = what, error = %e, attempt = *attempt, retry_in_ms = delay.as_millis() as u64, "batch not committed; retrying");
+    let delay = backoff.next_delay();
+    tracing::warn!(batch = what, error = %e, attempt = backoff.attempts(), retry_in_ms = delay.as_millis() as u64, "batch not committed; retrying");
     tokio::time::sleep(delay).await;
 }
 

@@ -3,6 +3,7 @@
 
 pub mod embedded;
 pub mod files;
+pub mod leader;
 pub mod migrate;
 pub mod sql;
 pub mod write;
@@ -12,6 +13,13 @@ use std::time::Duration;
 use bb8_postgres::PostgresConnectionManager;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
+
+use crate::retry::Backoff;
+
+/// Longest pause between start-up's tries.
+const STARTUP_CAP: Duration = Duration::from_secs(2);
+/// One connection attempt at start-up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type Manager = PostgresConnectionManager<NoTls>;
 pub type Pool = bb8::Pool<Manager>;
@@ -167,53 +175,36 @@ pub fn build_pool(config: tokio_postgres::Config, size: u32) -> Pool {
         .build_unchecked(manager)
 }
 
-/// Retries a trivial query until it answers or `timeout` passes, with capped
-/// exponential backoff. Returns the last error on timeout.
+/// Retries a trivial query until it answers or `timeout` passes, with
+/// capped exponential backoff. Returns the last error on timeout.
 pub async fn wait_ready(pool: &Pool, timeout: Duration) -> Result<(), DbError> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let attempt = async {
+    let attempt = || async {
+        let connect = async {
             let conn = pool.dedicated_connection().await.map_err(DbError::pg("connect"))?;
-            conn.simple_query("SELECT 1").await.map_err(DbError::pg("connect"))?;
+            conn.simple_query(sql::PING).await.map_err(DbError::pg("connect"))?;
             Ok::<(), DbError>(())
         };
-        let err = match tokio::time::timeout(Duration::from_secs(10), attempt).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => e,
-            Err(_) => DbError::Timeout { context: "connect", timeout: Duration::from_secs(10) },
-        };
-        if tokio::time::Instant::now() + delay > deadline {
-            return Err(err);
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(r) => r,
+            Err(_) => Err(DbError::Timeout { context: "connect", timeout: CONNECT_TIMEOUT }),
         }
-        let wait = jitter(delay);
-        tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "database not ready");
-        tokio::time::sleep(wait).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
-    }
+    };
+    // Every failure here is worth another try until the deadline: the
+    // database may still be starting.
+    crate::retry::retry("database not ready", Backoff::new(STARTUP_CAP), Some(deadline), |_| true, attempt).await
 }
 
 /// Applies the migrations, retrying while the database is transiently
 /// unable to (read-only during a failover, shutting down, out of slots)
 /// until `deadline`.
 pub async fn migrate_when_ready(pool: &Pool, deadline: tokio::time::Instant) -> Result<Vec<i32>, DbError> {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match migrate::run(pool).await {
-            Err(e) if e.is_transient() && tokio::time::Instant::now() + delay < deadline => {
-                let wait = jitter(delay);
-                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot apply migrations yet");
-                tokio::time::sleep(wait).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Between half and all of `d`: retries of many daemons do not line up.
-pub fn jitter(d: Duration) -> Duration {
-    use rand::RngExt;
-    let ms = d.as_millis().max(2) as u64;
-    Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+    crate::retry::retry(
+        "cannot apply migrations yet",
+        Backoff::new(STARTUP_CAP),
+        Some(deadline),
+        DbError::is_transient,
+        || migrate::run(pool),
+    )
+    .await
 }

@@ -93,9 +93,9 @@ pub const RECORD_FAILURE: &str = "UPDATE ingest_files SET attempts = attempts + 
     WHERE id = $1 RETURNING state";
 pub const PARK_FILE: &str = "UPDATE ingest_files SET state = 'failed', error = $2, updated_at = now() \
     WHERE id = $1 AND state <> 'done'";
-/// One page of a file's rejects, in line order (callers append a LIMIT).
+/// One page of a file's rejects, in line order: after line $2, at most $3.
 pub const REJECTS_OF_FILE_AFTER: &str = "SELECT source_line, reason, detail, raw_line FROM ingest_rejects \
-    WHERE file_id = $1 AND source_line > $2 ORDER BY source_line";
+    WHERE file_id = $1 AND source_line > $2 ORDER BY source_line LIMIT $3";
 
 pub const STATUS: &str = "SELECT file_name, path, state, rows_total, rows_written, rows_duplicate, \
     rows_rejected, committed_offset, size, first_seen_at, finished_at, error FROM ingest_files ORDER BY id";
@@ -107,10 +107,10 @@ pub const REPLAY_FILES: &str = "SELECT DISTINCT f.id, f.file_name, f.header FROM
     WHERE f.state = 'done' AND ($1::text IS NULL OR f.file_name = $1) AND ($2::text IS NULL OR r.reason = $2) \
     ORDER BY f.id";
 pub const LOCK_FILE: &str = "SELECT state FROM ingest_files WHERE id = $1 FOR UPDATE";
-/// One page of a file's rejects to replay (callers append a LIMIT).
+/// One page of a file's rejects to replay: after line $3, at most $4.
 pub const REPLAY_REJECTS: &str = "SELECT id, source_line, raw_line, raw_truncated, reason, detail \
     FROM ingest_rejects WHERE file_id = $1 AND ($2::text IS NULL OR reason = $2) AND source_line > $3 \
-    ORDER BY source_line";
+    ORDER BY source_line LIMIT $4";
 pub const DELETE_REJECTS: &str = "DELETE FROM ingest_rejects WHERE id = ANY($1)";
 pub const UPDATE_REJECT: &str = "UPDATE ingest_rejects SET reason = $2, detail = $3 WHERE id = $1";
 /// Moves replayed rows from rejected to written/duplicate: the identity
