@@ -11,6 +11,7 @@ pub mod failpoints;
 pub mod fsutil;
 pub mod health;
 pub mod http;
+pub mod intake;
 pub mod messages;
 pub mod metrics;
 pub mod replay;
@@ -18,3 +19,6 @@ pub mod retry;
 pub mod source;
 pub mod status;
 pub mod supervisor;
+
+#[cfg(test)]
+mod tidy;

@@ -297,3 +297,18 @@ pub struct StopReading;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Stop;
+
+/// notify's thread → Watcher: something happened to this path (a hint:
+/// correctness never depends on it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Hint {
+    pub path: PathBuf,
+    pub renamed: bool,
+}
+
+/// Supervisor → CheckpointKeeper: where to announce finished files (the
+/// Watcher starts after it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetWatcher(pub Recipient<FileFinished>);

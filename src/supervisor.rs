@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use signal_hook::consts::SIGTERM;
 
-use crate::actors::checkpoint_keeper::{CheckpointKeeper, DiskWork, KeeperSettings, SetWatcher};
+use crate::actors::checkpoint_keeper::{CheckpointKeeper, DiskWork, KeeperSettings};
 use crate::actors::generator::{GenSpec, Generator};
 use crate::actors::parser::{Parser, ParserSettings};
 use crate::actors::validator::Validator;
@@ -35,7 +35,7 @@ use crate::db::leader::FolderLock;
 use crate::db::sql::PipelineSql;
 use crate::db::Pool;
 use crate::health::Health;
-use crate::messages::{ChildFailed, IsIdle, RecordFailure, Stop, StopIntake, StopReading};
+use crate::messages::{ChildFailed, IsIdle, RecordFailure, SetWatcher, Stop, StopIntake, StopReading};
 use crate::metrics::metrics;
 
 /// Exit code when the restart budget is spent.
@@ -75,7 +75,7 @@ pub struct Supervisor {
     children: Option<Children>,
     generator: Option<Addr<Generator>>,
     http: Option<actix_web::dev::ServerHandle>,
-    restarts: VecDeque<Instant>,
+    restarts: RestartBudget,
     draining: bool,
     /// Called before a hard exit (second signal), e.g. to stop the
     /// embedded database.
@@ -105,6 +105,10 @@ impl Supervisor {
         on_hard_exit: Option<Box<dyn FnOnce()>>,
     ) -> Self {
         crate::metrics::metrics().declare_reasons(&pipeline.schema.reasons());
+        let restarts = RestartBudget::new(
+            config.supervisor.max_restarts as usize,
+            Duration::from_secs(config.supervisor.restart_window_secs),
+        );
         Supervisor {
             folder_key: crate::db::leader::folder_key(&config.paths.incoming),
             window: Window::new(config.pipeline.batches_in_flight, 1),
@@ -117,7 +121,7 @@ impl Supervisor {
             children: None,
             generator: None,
             http,
-            restarts: VecDeque::new(),
+            restarts,
             draining: false,
             on_hard_exit,
             lock: None,
@@ -269,8 +273,8 @@ impl Supervisor {
                 // beyond the open ones wait as small path entries.
                 files_in_flight: c.pipeline.batches_in_flight * 128,
             },
-            ck.clone(),
-            parser.clone(),
+            ck.clone().recipient(),
+            parser.clone().recipient(),
         )
         .start();
         ck.do_send(SetWatcher(watcher.clone().recipient()));
@@ -423,23 +427,17 @@ impl Handler<ChildFailed> for Supervisor {
             self.finish(ctx, EXIT_DRAIN_TIMEOUT);
             return;
         }
-        let now = Instant::now();
-        let window = Duration::from_secs(self.config.supervisor.restart_window_secs);
-        while self.restarts.front().is_some_and(|t| now.duration_since(*t) > window) {
-            self.restarts.pop_front();
-        }
-        self.restarts.push_back(now);
-        if self.restarts.len() > self.config.supervisor.max_restarts as usize {
-            eprintln!(
-                "ingestd: giving up: {} restarts within {}s; last failure: {}: {}",
-                self.restarts.len(),
-                window.as_secs(),
-                msg.actor,
-                msg.error
-            );
-            self.finish(ctx, EXIT_RESTART_BUDGET);
-            return;
-        }
+        let backoff = match self.restarts.failed(Instant::now()) {
+            Budget::Restart { backoff } => backoff,
+            Budget::Spent { restarts } => {
+                eprintln!(
+                    "ingestd: giving up: {restarts} restarts within {}s; last failure: {}: {}",
+                    self.config.supervisor.restart_window_secs, msg.actor, msg.error
+                );
+                self.finish(ctx, EXIT_RESTART_BUDGET);
+                return;
+            }
+        };
         let ck = self.children.as_ref().map(|c| c.ck.clone());
         // Stop the readers first so nothing new is started, then count the
         // failure against the file, then stop the rest.
@@ -447,7 +445,6 @@ impl Handler<ChildFailed> for Supervisor {
             c.watcher.do_send(Stop);
             c.parser.do_send(Stop);
         }
-        let backoff = Duration::from_millis(100 * 2u64.pow(self.restarts.len().min(7) as u32 - 1));
         let fut = async move {
             if let (Some(ck), Some(file_id)) = (ck, msg.file) {
                 match ck.send(RecordFailure { file_id, error: format!("{}: {}", msg.actor, msg.error) }).await {
@@ -467,5 +464,69 @@ impl Handler<ChildFailed> for Supervisor {
                 }
             });
         }));
+    }
+}
+
+/// The restart budget: more than `max` restarts within `window` and the
+/// daemon gives up (a crash loop is not a way to run). Each restart waits
+/// longer than the one before (100 ms doubling, up to 6.4 s).
+#[derive(Debug)]
+struct RestartBudget {
+    max: usize,
+    window: Duration,
+    recent: VecDeque<Instant>,
+}
+
+/// What a failure leaves of the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Budget {
+    Restart { backoff: Duration },
+    Spent { restarts: usize },
+}
+
+impl RestartBudget {
+    fn new(max: usize, window: Duration) -> RestartBudget {
+        RestartBudget { max, window, recent: VecDeque::new() }
+    }
+
+    /// Counts a failure at `now`.
+    fn failed(&mut self, now: Instant) -> Budget {
+        while self.recent.front().is_some_and(|t| now.duration_since(*t) > self.window) {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(now);
+        let n = self.recent.len();
+        if n > self.max {
+            return Budget::Spent { restarts: n };
+        }
+        Budget::Restart { backoff: Duration::from_millis(100 * 2u64.pow(n.min(7) as u32 - 1)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[rustfmt::skip]
+    fn the_restart_budget_backs_off_and_gives_up_past_its_limit() {
+        let t0 = Instant::now();
+        let mut b = RestartBudget::new(3, Duration::from_secs(60));
+        // (seconds after start, expected)
+        let steps = [
+            (0, Budget::Restart { backoff: Duration::from_millis(100) }),
+            (1, Budget::Restart { backoff: Duration::from_millis(200) }),
+            (2, Budget::Restart { backoff: Duration::from_millis(400) }),
+            (3, Budget::Spent { restarts: 4 }),
+            // Failures older than the window no longer count.
+            (62, Budget::Restart { backoff: Duration::from_millis(400) }),
+            (200, Budget::Restart { backoff: Duration::from_millis(100) }),
+        ];
+        for (at, want) in steps {
+            assert_eq!(b.failed(t0 + Duration::from_secs(at)), want, "at {at} s");
+        }
+        let mut long = RestartBudget::new(100, Duration::from_secs(60));
+        let last = (0..10).map(|n| long.failed(t0 + Duration::from_millis(n))).last();
+        assert_eq!(last, Some(Budget::Restart { backoff: Duration::from_millis(6400) }));
     }
 }

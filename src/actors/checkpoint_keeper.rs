@@ -32,7 +32,9 @@ use actix::prelude::*;
 use crate::db::files::{self, FileState, Identity, MarkedDone};
 use crate::db::{DbError, Pool};
 use crate::disposal::{self, DiskError, Disposal, RejectsFile};
-use crate::messages::{BatchCommitted, BatchEnd, Claim, ClaimFiles, FileFinished, FileTask, Left, RecordFailure};
+use crate::messages::{
+    BatchCommitted, BatchEnd, Claim, ClaimFiles, FileFinished, FileTask, Left, RecordFailure, SetWatcher,
+};
 use crate::metrics::metrics;
 use crate::retry::{retry, Backoff};
 
@@ -353,11 +355,6 @@ impl Actor for CheckpointKeeper {
         ctx.wait(async move { fut.await.ok() }.into_actor(self).map(|_, _, _| ()));
     }
 }
-
-/// Supervisor → CheckpointKeeper: where to announce finished files.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SetWatcher(pub Recipient<FileFinished>);
 
 impl Handler<SetWatcher> for CheckpointKeeper {
     type Result = ();

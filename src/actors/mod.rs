@@ -60,3 +60,46 @@ stoppable!(
     watcher::Watcher,
     writer::Writer
 );
+
+/// Test helpers for actors: a collector to wire downstream of the actor
+/// under test, as quickwit tests its actors.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use actix::prelude::*;
+
+    /// Keeps every message it receives.
+    pub struct Collector<M> {
+        got: Arc<Mutex<Vec<M>>>,
+    }
+
+    impl<M: Message<Result = ()> + Send + Unpin + 'static> Collector<M> {
+        /// Starts one; the messages it keeps are in the returned list.
+        pub fn start() -> (Addr<Collector<M>>, Arc<Mutex<Vec<M>>>) {
+            let got = Arc::new(Mutex::new(Vec::new()));
+            (Collector { got: got.clone() }.start(), got)
+        }
+    }
+
+    impl<M: Unpin + 'static> Actor for Collector<M> {
+        type Context = Context<Self>;
+    }
+
+    impl<M: Message<Result = ()> + Send + Unpin + 'static> Handler<M> for Collector<M> {
+        type Result = ();
+        fn handle(&mut self, msg: M, _: &mut Context<Self>) {
+            self.got.lock().unwrap().push(msg);
+        }
+    }
+
+    /// Waits (yielding to the actors) until `got` holds `n` messages.
+    pub async fn wait_for<M>(got: &Arc<Mutex<Vec<M>>>, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.lock().unwrap().len() < n {
+            assert!(Instant::now() < deadline, "waited 10 s for {n} messages, got {}", got.lock().unwrap().len());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}

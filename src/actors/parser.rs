@@ -460,4 +460,36 @@ mod tests {
         assert_eq!((b.task.file_id, b.records.len(), b.eof, step.pieces[1].units), (8, 3, true, 30));
         assert!(step.cursor.is_none() && step.unread.is_empty());
     }
+
+    /// The actor alone, a collector downstream: files in, batches out in
+    /// order per file, each checkpoint where the previous one ended, and
+    /// reading stops when the window is full until credits come back.
+    #[actix_rt::test]
+    async fn reads_queued_files_into_batches_within_the_window() {
+        use crate::actors::testing::{wait_for, Collector};
+        let dir = tempfile::tempdir().unwrap();
+        let (collector, got) = Collector::<Parsed>::start();
+        let (failures, _) = Collector::<ChildFailed>::start();
+        let credits = crate::credit::Window::new(2, 1).for_pipeline();
+        let parser = Parser::new(settings(), collector.recipient(), failures.recipient(), credits.clone()).start();
+        let big = file(dir.path(), "big.csv", 250, 1);
+        let small = file(dir.path(), "small.csv", 5, 2);
+        parser.send(ReadFiles(vec![big, small])).await.unwrap();
+        // Two batches' credit: two steps, then it waits.
+        wait_for(&got, 2).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(got.lock().unwrap().len(), 2, "the window is full");
+        let seen = |got: &[Parsed]| -> Vec<(i64, usize, u64, u64, bool)> {
+            got.iter()
+                .flat_map(|p| p.0.iter())
+                .map(|b| (b.file.file_id, b.records.len(), b.start_line, b.end_line, b.end.is_last()))
+                .collect()
+        };
+        let first = std::mem::take(&mut *got.lock().unwrap());
+        assert_eq!(seen(&first), [(1, 100, 1, 102, false), (2, 5, 1, 7, true)]);
+        drop(first);
+        wait_for(&got, 2).await;
+        let rest = seen(&got.lock().unwrap());
+        assert_eq!(rest, [(1, 100, 102, 202, false), (1, 50, 202, 252, true)]);
+    }
 }

@@ -142,3 +142,86 @@ impl Handler<Parsed> for Validator {
         self.pump(ctx);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::testing::{wait_for, Collector};
+    use crate::core::header::Header;
+    use crate::core::pipeline::builtin;
+    use crate::core::reader::RecordReader;
+    use crate::core::record::{RawRecord, RecordBatch};
+    use crate::credit::Window;
+    use crate::messages::{BatchEnd, FileTask};
+
+    const A: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    const B: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+
+    /// A file's header and records, read as the Parser reads them.
+    fn read(text: &str) -> (Header, RecordBatch) {
+        let mut reader = RecordReader::new(text.as_bytes(), 0, 1, 1 << 20);
+        let mut rec = RawRecord::default();
+        reader.read_header(&mut rec).unwrap();
+        let header = Header::parse(&builtin().schema, &rec);
+        let mut batch = RecordBatch::with_capacity(8, text.len());
+        while reader.read_record(&mut rec).unwrap() {
+            batch.push(&rec);
+        }
+        (header, batch)
+    }
+
+    /// One batch in, the same batch out validated: events, rejects and
+    /// duplicates counted, its credit carried on (back once dropped).
+    #[actix_rt::test]
+    async fn validates_a_batch_and_passes_it_on_with_its_credit() {
+        let (collector, got) = Collector::<Validated>::start();
+        let (failures, failed) = Collector::<ChildFailed>::start();
+        let validator = Validator::new(builtin(), collector.recipient(), failures.recipient()).start();
+        let text = format!(
+            "event_id,event_type,user_id,product_id,event_timestamp\n\
+             {A},view,u1,p1,2026-01-01 00:00:00\n\
+             nope,view,u2,p2,2026-01-01 00:00:00\n\
+             {A},view,u3,p3,2026-01-01 00:00:00\n\
+             {B},purchase,u4,p4,2026-01-01 00:00:00\n\
+             {B},VIEW,u5,p5,2026-01-01 00:00:00\n"
+        );
+        let (header, records) = read(&text);
+        let credits = Window::new(1, 1).for_pipeline();
+        let mut step = credits.step().await.unwrap();
+        let file = Arc::new(FileTask {
+            file_id: 7,
+            path: "/in/f.csv".into(),
+            name: "f.csv".into(),
+            fingerprint: String::new(),
+            size: text.len() as u64,
+            stamp: crate::fsutil::Stamp { size: 0, mtime_ns: 0, ino: 0 },
+            gzip: false,
+            offset: 0,
+            line: 1,
+        });
+        let batch = ParsedBatch {
+            file,
+            header: Arc::new(header),
+            start_offset: 0,
+            start_line: 1,
+            end_offset: text.len() as u64,
+            end_line: 7,
+            credit: step.split(500, records.len()),
+            records,
+            end: BatchEnd::Eof,
+        };
+        drop(step);
+        validator.send(Parsed(vec![batch])).await.unwrap();
+        wait_for(&got, 1).await;
+        let out = got.lock().unwrap().remove(0);
+        let [b] = &out.0[..] else { panic!("one batch") };
+        let rejects: Vec<(u64, &str)> = b.rejects.iter().map(|r| (r.line, r.reason.as_str())).collect();
+        assert_eq!(rejects, [(3, "invalid_uuid"), (5, "purchase_without_price")]);
+        assert_eq!((b.rows, b.events.rows(), b.batch_duplicates, b.repeats.rows()), (5, 2, 1, 0));
+        assert!(b.end.is_last() && b.file.file_id == 7);
+        assert!(failed.lock().unwrap().is_empty());
+        assert_eq!(credits.out(), 500, "the credit travels with the batch");
+        drop(out);
+        assert!(credits.all_back());
+    }
+}

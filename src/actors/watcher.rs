@@ -6,11 +6,13 @@
 //! - Emits: `ClaimFiles` to the CheckpointKeeper (up to 128 files a
 //!   request, one request at a time, full ones while the pipeline is busy),
 //!   `ReadFiles` to the Parser (a round's files in one message).
-//! - State: a window of at most `32 x files_in_flight` waiting files —
-//!   candidates and how long they have held still, stable files waiting for
-//!   a slot (in name order) — and a count of the files beyond it; files in
-//!   flight; a cache of finished identities so a rescan does not hash them
-//!   again.
+//! - Never blocks its thread: listings, stats (a hint's too) and
+//!   fingerprints run on the blocking pool.
+//! - State: the file intake (`crate::intake::Intake`, a state machine with
+//!   no I/O): a window of at most `32 x files_in_flight` waiting files and a
+//!   count of the files beyond it, files in flight, finished identities so
+//!   a rescan does not hash them again; and what drives it here: the notify
+//!   watch, scans, re-stats and the claim round under way.
 //! - On restart: nothing is kept; a full scan rebuilds everything and the
 //!   CheckpointKeeper says where each file resumes.
 //! - On drain: stops scanning and dispatching; files in flight are left to
@@ -28,7 +30,7 @@
 //! would wake this actor several times per file for nothing. For the same
 //! reason the watch is paused while a backlog waits (`pace_watch`).
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,21 +40,13 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use notify::{EventKind, RecursiveMode, Watcher as _};
 
-use crate::actors::checkpoint_keeper::CheckpointKeeper;
-use crate::actors::parser::Parser;
 use crate::fsutil::Stamp;
-use crate::messages::{Claim, ClaimFile, ClaimFiles, FileFinished, FileTask, IsIdle, Left, ReadFiles, StopIntake};
+use crate::intake::{Claimed, Intake, Listing};
+use crate::messages::{Claim, ClaimFile, ClaimFiles, FileFinished, FileTask, Hint, IsIdle, ReadFiles, StopIntake};
 use crate::metrics::metrics;
 
 /// How often candidates are re-checked for stability.
 const TICK: Duration = Duration::from_millis(50);
-/// Files claimed in one request at most.
-const CLAIM_BATCH: usize = 128;
-/// Waiting files (candidates and ready) held at most, in `files_in_flight`
-/// sets: enough to keep the pipeline fed between listings (16 384 files by
-/// default); a larger backlog is only counted, so memory does not grow
-/// with it.
-const WINDOW_SETS: usize = 32;
 
 pub struct WatcherSettings {
     pub incoming: PathBuf,
@@ -61,43 +55,20 @@ pub struct WatcherSettings {
     pub files_in_flight: usize,
 }
 
-struct Candidate {
-    stat: Stamp,
-    /// Monotonic time since the stat has not changed (wall-clock mtimes can
-    /// be in the future or jump back).
-    since: Instant,
-    /// A rename into the folder was seen: the producer says it is complete.
-    renamed: bool,
-}
-
 pub struct Watcher {
     settings: WatcherSettings,
-    ck: Addr<CheckpointKeeper>,
-    parser: Addr<Parser>,
-    /// Files waiting for their size and mtime to hold still.
-    candidates: HashMap<PathBuf, Candidate>,
-    /// Stable files waiting for a slot, claimed in name order (by the
-    /// path's bytes: for one folder the same order, and far cheaper than
-    /// `Path`'s comparison component by component).
-    ready: BTreeMap<OsString, Stamp>,
-    /// Candidate files seen beyond the window: counted, not held; the next
-    /// listing picks them up.
-    beyond: usize,
-    /// Dispatched (claimed and being read) files.
-    in_flight: HashSet<PathBuf>,
-    /// Being identified or claimed right now.
-    claiming: HashSet<PathBuf>,
-    /// Identities already finished, by path, with the stat they had.
-    finished: HashMap<PathBuf, Stamp>,
-    /// Files that could not be identified or read (permission denied,
-    /// changing under us), with the stat they had: tried again on the next
-    /// periodic rescan or when they change, and not waited for by
-    /// `--until-idle`.
-    erroring: HashMap<PathBuf, Stamp>,
+    claims: Recipient<ClaimFiles>,
+    reader: Recipient<ReadFiles>,
+    intake: Intake,
     /// Set by notify's thread when a hint could not be queued.
     rescan_needed: Arc<AtomicBool>,
     scanning: bool,
+    /// Candidates being stat'ed again.
     statting: bool,
+    /// Hinted paths not stat'ed yet (with whether a rename brought them),
+    /// and whether a stat of hinted paths is under way.
+    hinted: HashMap<PathBuf, bool>,
+    hint_stat_busy: bool,
     /// A claim round is under way.
     claim_busy: bool,
     /// A file finished or a hint arrived since the last full scan began.
@@ -113,21 +84,17 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn new(settings: WatcherSettings, ck: Addr<CheckpointKeeper>, parser: Addr<Parser>) -> Self {
+    pub fn new(settings: WatcherSettings, claims: Recipient<ClaimFiles>, reader: Recipient<ReadFiles>) -> Self {
         Watcher {
+            intake: Intake::new(settings.stable_for, settings.files_in_flight),
             settings,
-            ck,
-            parser,
-            candidates: HashMap::new(),
-            ready: BTreeMap::new(),
-            beyond: 0,
-            in_flight: HashSet::new(),
-            claiming: HashSet::new(),
-            finished: HashMap::new(),
-            erroring: HashMap::new(),
+            claims,
+            reader,
             rescan_needed: Arc::new(AtomicBool::new(false)),
             scanning: false,
             statting: false,
+            hinted: HashMap::new(),
+            hint_stat_busy: false,
             claim_busy: false,
             dirty: true,
             scans_completed: 0,
@@ -136,10 +103,6 @@ impl Watcher {
             notify: None,
             watching: false,
         }
-    }
-
-    fn window(&self) -> usize {
-        self.settings.files_in_flight * WINDOW_SETS
     }
 
     fn start_notify(&mut self, ctx: &mut Context<Self>) {
@@ -198,35 +161,22 @@ impl Watcher {
             return;
         }
         if retry_errors {
-            self.erroring.clear();
+            self.intake.retry_errors();
         }
         self.scanning = true;
         self.dirty = false;
         self.last_scan = Instant::now();
         self.rescan_needed.store(false, Ordering::Relaxed);
         let dir = self.settings.incoming.clone();
-        let window = self.window();
-        let held: HashSet<PathBuf> = (self.in_flight.iter())
-            .chain(self.claiming.iter())
-            .chain(self.finished.keys())
-            .chain(self.erroring.keys())
-            .cloned()
-            .collect();
+        let window = self.intake.window();
+        let held = self.intake.held();
         let fut = async move { tokio::task::spawn_blocking(move || list_candidates(&dir, &held, window)).await };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.scanning = false;
             match res {
                 Ok(Ok(listing)) => {
                     act.scans_completed += 1;
-                    let listed: HashSet<&Path> = listing.window.iter().map(|(p, _)| p.as_path()).collect();
-                    act.candidates.retain(|p, _| listed.contains(p.as_path()));
-                    act.ready.retain(|p, _| listed.contains(Path::new(p)));
-                    act.finished.retain(|p, _| listing.held_present.contains(p));
-                    act.erroring.retain(|p, _| listing.held_present.contains(p));
-                    act.beyond = listing.beyond;
-                    for (path, stat) in listing.window {
-                        act.observe(path, stat, false);
-                    }
+                    act.intake.listed(listing, Instant::now());
                     act.dispatch(ctx);
                 }
                 Ok(Err(e)) => {
@@ -238,86 +188,19 @@ impl Watcher {
         }));
     }
 
-    /// Records what a stat said about a candidate.
-    fn observe(&mut self, path: PathBuf, stat: Stamp, renamed: bool) {
-        if self.in_flight.contains(&path) || self.claiming.contains(&path) {
-            return;
-        }
-        if self.finished.get(&path) == Some(&stat) || self.erroring.get(&path) == Some(&stat) {
-            return;
-        }
-        self.finished.remove(&path);
-        match self.ready.get(path.as_os_str()) {
-            Some(s) if *s == stat => return,
-            // Changed after it looked stable: it waits again.
-            Some(_) => {
-                self.ready.remove(path.as_os_str());
-            }
-            None => {}
-        }
-        let stable_for = self.settings.stable_for;
-        let c = self.candidates.entry(path.clone()).or_insert_with(|| Candidate {
-            stat: stat.clone(),
-            since: Instant::now(),
-            renamed: false,
-        });
-        if c.stat != stat {
-            *c = Candidate { stat, since: Instant::now(), renamed: false };
-        }
-        c.renamed |= renamed;
-        if c.renamed || c.since.elapsed() >= stable_for {
-            let c = self.candidates.remove(&path).expect("just looked up");
-            self.ready.insert(path.into_os_string(), c.stat);
-        }
-    }
-
-    /// Moves candidates that have held still long enough to `ready`.
-    fn promote(&mut self) {
-        let stable_for = self.settings.stable_for;
-        let stable: Vec<PathBuf> = self
-            .candidates
-            .iter()
-            .filter(|(_, c)| c.renamed || c.since.elapsed() >= stable_for)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for path in stable {
-            let c = self.candidates.remove(&path).expect("listed above");
-            self.ready.insert(path.into_os_string(), c.stat);
-        }
-    }
-
-    /// Claims stable candidates while the in-flight limit allows.
+    /// Claims the next round of ready files, if no round is under way.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
-        if self.intake_stopped {
+        if self.intake_stopped || self.claim_busy {
             return;
         }
-        if self.claim_busy {
-            return;
-        }
-        // While plenty of files are in flight and more wait, wait for room
-        // for a full round: one statement (and commit) per few files costs
-        // the database more than the claim itself.
-        let room = self.settings.files_in_flight.saturating_sub(self.in_flight.len());
-        let busy = self.in_flight.len() >= self.settings.files_in_flight / 2;
-        let wait_for_room = busy && room < CLAIM_BATCH.min(self.ready.len());
-        // Name order gives producers' files a predictable order.
-        let mut picked = Vec::new();
-        while !wait_for_room
-            && self.in_flight.len() + self.claiming.len() < self.settings.files_in_flight
-            && picked.len() < CLAIM_BATCH
-        {
-            let Some((path, stat)) = self.ready.pop_first() else { break };
-            let path = PathBuf::from(path);
-            self.claiming.insert(path.clone());
-            picked.push((path, stat));
-        }
+        let picked = self.intake.pick();
         if !picked.is_empty() {
             self.claim(picked, ctx);
         }
-        metrics().files_pending.set((self.candidates.len() + self.ready.len() + self.beyond) as i64);
+        metrics().files_pending.set(self.intake.waiting() as i64);
         self.pace_watch();
         // The window is running low and files wait beyond it: list again.
-        if self.beyond > 0 && self.candidates.len() + self.ready.len() < self.window() / 2 {
+        if self.intake.wants_listing() {
             self.scan(ctx, false);
         }
     }
@@ -335,20 +218,21 @@ impl Watcher {
     /// rather than trusted on their rename).
     fn pace_watch(&mut self) {
         let files = self.settings.files_in_flight;
+        let ready = self.intake.ready_len();
         let Some(w) = self.notify.as_mut() else { return };
-        if self.watching && self.ready.len() >= 2 * files {
+        if self.watching && ready >= 2 * files {
             match w.unwatch(&self.settings.incoming) {
                 Ok(()) => {
                     self.watching = false;
-                    tracing::debug!(ready = self.ready.len(), "backlog: folder watch paused");
+                    tracing::debug!(ready, "backlog: folder watch paused");
                 }
                 Err(e) => tracing::debug!(error = %e, "cannot pause the folder watch"),
             }
-        } else if !self.watching && self.ready.len() < files {
+        } else if !self.watching && ready < files {
             match w.watch(&self.settings.incoming, RecursiveMode::NonRecursive) {
                 Ok(()) => {
                     self.watching = true;
-                    tracing::debug!(ready = self.ready.len(), "folder watch resumed");
+                    tracing::debug!(ready, "folder watch resumed");
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot watch the incoming folder; relying on rescans");
@@ -363,10 +247,12 @@ impl Watcher {
     }
 
     /// Identifies the files and claims them in one request: one round at a
-    /// time, so many ready files share one statement.
+    /// time, so many ready files share one statement. A file whose claim
+    /// failed is looked at again (off this thread): gone meanwhile, or to be
+    /// retried.
     fn claim(&mut self, picked: Vec<(PathBuf, Stamp)>, ctx: &mut Context<Self>) {
         self.claim_busy = true;
-        let ck = self.ck.clone();
+        let claims = self.claims.clone();
         let fut = async move {
             let identified = tokio::task::spawn_blocking(move || {
                 picked
@@ -379,7 +265,8 @@ impl Watcher {
             })
             .await
             .unwrap_or_default();
-            let mut outcomes = Vec::with_capacity(identified.len());
+            let mut outcomes: Vec<(PathBuf, Stamp, Result<(Claim, Stamp), String>)> =
+                Vec::with_capacity(identified.len());
             let mut asked = Vec::new();
             for (path, stat, fp) in identified {
                 match fp {
@@ -387,40 +274,74 @@ impl Watcher {
                     Err(e) => outcomes.push((path, stat, Err(e.to_string()))),
                 }
             }
-            if asked.is_empty() {
-                return outcomes;
-            }
-            let request = ClaimFiles(
-                asked
-                    .iter()
-                    .map(|(path, _, fp)| ClaimFile {
-                        path: path.clone(),
-                        name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-                        fingerprint: fp.fingerprint.clone(),
-                        stamp: fp.stat.clone(),
-                    })
-                    .collect(),
-            );
-            match ck.send(request).await {
-                Ok(Ok(claims)) => {
-                    for ((path, stat, fp), claim) in asked.into_iter().zip(claims) {
-                        outcomes.push((path, stat, Ok((claim, fp))));
+            if !asked.is_empty() {
+                let request = ClaimFiles(
+                    asked
+                        .iter()
+                        .map(|(path, _, fp)| ClaimFile {
+                            path: path.clone(),
+                            name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                            fingerprint: fp.fingerprint.clone(),
+                            stamp: fp.stat.clone(),
+                        })
+                        .collect(),
+                );
+                match claims.send(request).await {
+                    Ok(Ok(answers)) => {
+                        for ((path, stat, fp), claim) in asked.into_iter().zip(answers) {
+                            outcomes.push((path, stat, Ok((claim, fp.stat))));
+                        }
                     }
+                    Ok(Err(e)) => outcomes.extend(asked.into_iter().map(|(p, s, _)| (p, s, Err(e.to_string())))),
+                    Err(e) => outcomes.extend(asked.into_iter().map(|(p, s, _)| (p, s, Err(e.to_string())))),
                 }
-                Ok(Err(e)) => outcomes.extend(asked.into_iter().map(|(p, s, _)| (p, s, Err(e.to_string())))),
-                Err(e) => outcomes.extend(asked.into_iter().map(|(p, s, _)| (p, s, Err(e.to_string())))),
             }
-            outcomes
+            // Whether the files that failed are still there, off the actor
+            // thread.
+            tokio::task::spawn_blocking(move || {
+                outcomes
+                    .into_iter()
+                    .map(|(path, stat, res)| {
+                        let gone = res.is_err() && std::fs::symlink_metadata(&path).is_err();
+                        (path, stat, res, gone)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default()
         };
         ctx.spawn(fut.into_actor(self).map(|outcomes, act, ctx| {
             act.claim_busy = false;
-            let tasks: Vec<FileTask> =
-                outcomes.into_iter().filter_map(|(path, stat, res)| act.claimed(path, stat, res)).collect();
+            let mut tasks: Vec<FileTask> = Vec::new();
+            for (path, stat, res, gone) in outcomes {
+                let outcome = match res {
+                    Ok((Claim::Read(task), _)) => {
+                        tracing::debug!(file = %task.name, "claimed");
+                        tasks.push(task);
+                        Claimed::Read
+                    }
+                    Ok((Claim::Done | Claim::Parked, identified)) => Claimed::Finished(identified),
+                    // Gone meanwhile (e.g. a stale scan entry of a file
+                    // already finished and moved): nothing to do.
+                    Err(_) if gone => {
+                        tracing::debug!(file = %path.display(), "file vanished before it was claimed");
+                        Claimed::Vanished
+                    }
+                    // Unreadable (permission) or database down: looked at
+                    // again on the next rescan, never marked done.
+                    Err(e) => {
+                        metrics().watch_errors.inc();
+                        tracing::warn!(file = %path.display(), error = %e, "cannot claim file; will retry");
+                        Claimed::Failed(stat)
+                    }
+                };
+                act.intake.claimed(path, outcome);
+            }
             if !tasks.is_empty() {
-                let parser = act.parser.clone();
+                let reader = act.reader.clone();
                 ctx.spawn(
                     async move {
-                        if let Err(e) = parser.send(ReadFiles(tasks)).await {
+                        if let Err(e) = reader.send(ReadFiles(tasks)).await {
                             tracing::warn!(error = %e, "parser unavailable");
                         }
                     }
@@ -429,35 +350,6 @@ impl Watcher {
             }
             act.dispatch(ctx);
         }));
-    }
-
-    /// Records a claim's answer; a file to read is returned for the Parser.
-    fn claimed(&mut self, path: PathBuf, stat: Stamp, res: Result<(Claim, Fingerprint), String>) -> Option<FileTask> {
-        self.claiming.remove(&path);
-        match res {
-            Ok((Claim::Read(task), _)) => {
-                tracing::debug!(file = %task.name, "claimed");
-                self.in_flight.insert(path);
-                return Some(task);
-            }
-            Ok((Claim::Done, fp)) | Ok((Claim::Parked, fp)) => {
-                self.finished.insert(path, fp.stat);
-            }
-            Err(e) => {
-                if std::fs::symlink_metadata(&path).is_err() {
-                    // Gone meanwhile (e.g. a stale scan entry of a file
-                    // already finished and moved): nothing to do.
-                    tracing::debug!(file = %path.display(), "file vanished before it was claimed");
-                } else {
-                    // Unreadable (permission) or database down: looked at
-                    // again on the next rescan, never marked done.
-                    metrics().watch_errors.inc();
-                    tracing::warn!(file = %path.display(), error = %e, "cannot claim file; will retry");
-                    self.erroring.insert(path, stat);
-                }
-            }
-        }
-        None
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -469,40 +361,62 @@ impl Watcher {
         } else if self.rescan_needed.load(Ordering::Relaxed) {
             self.scan(ctx, false);
         }
-        self.promote();
+        self.intake.promote(Instant::now());
         self.dispatch(ctx);
-        if !self.candidates.is_empty() && !self.statting {
+        let paths = self.intake.candidate_paths();
+        if !paths.is_empty() && !self.statting {
             self.statting = true;
             // Re-stat waiting candidates so a growing file restarts its
             // window. Ready files are checked once more when identified.
-            let paths: Vec<PathBuf> = self.candidates.keys().cloned().collect();
-            let fut = async move {
-                tokio::task::spawn_blocking(move || {
-                    paths
-                        .into_iter()
-                        .map(|p| {
-                            let s = stat_candidate(&p);
-                            (p, s)
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .await
-            };
+            let fut = tokio::task::spawn_blocking(move || {
+                paths
+                    .into_iter()
+                    .map(|p| {
+                        let s = stat_candidate(&p);
+                        (p, s)
+                    })
+                    .collect::<Vec<_>>()
+            });
             ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
                 act.statting = false;
                 if let Ok(stats) = res {
+                    let now = Instant::now();
                     for (path, stat) in stats {
                         match stat {
-                            Some(stat) => act.observe(path, stat, false),
-                            None => {
-                                act.candidates.remove(&path);
-                            }
+                            Some(stat) => act.intake.observe(path, stat, false, now),
+                            None => act.intake.forget_candidate(&path),
                         }
                     }
                 }
                 act.dispatch(ctx);
             }));
         }
+    }
+
+    /// Stats the hinted paths off this thread, all that came in meanwhile
+    /// in one trip; a rename is dispatched at once (that is the latency).
+    fn stat_hinted(&mut self, ctx: &mut Context<Self>) {
+        if self.hint_stat_busy || self.hinted.is_empty() {
+            return;
+        }
+        self.hint_stat_busy = true;
+        let hinted = std::mem::take(&mut self.hinted);
+        let fut = tokio::task::spawn_blocking(move || {
+            hinted.into_iter().map(|(p, renamed)| (stat_candidate(&p), p, renamed)).collect::<Vec<_>>()
+        });
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.hint_stat_busy = false;
+            if let Ok(stats) = res {
+                let now = Instant::now();
+                for (stat, path, renamed) in stats {
+                    if let Some(stat) = stat {
+                        act.intake.observe(path, stat, renamed, now);
+                    }
+                }
+                act.dispatch(ctx);
+            }
+            act.stat_hinted(ctx);
+        }));
     }
 }
 
@@ -518,14 +432,6 @@ impl Actor for Watcher {
     }
 }
 
-/// notify's thread → Watcher: something happened to this path.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Hint {
-    path: PathBuf,
-    renamed: bool,
-}
-
 impl Handler<Hint> for Watcher {
     type Result = ();
     fn handle(&mut self, msg: Hint, ctx: &mut Context<Self>) {
@@ -536,37 +442,19 @@ impl Handler<Hint> for Watcher {
             return;
         }
         self.dirty = true;
-        let tracked = self.candidates.contains_key(&path) || self.ready.contains_key(path.as_os_str());
-        if !tracked && self.candidates.len() + self.ready.len() >= self.window() {
+        if !self.intake.admit_hint(&path) {
             // The window is full: the file waits for a later listing.
-            self.beyond += 1;
             return;
         }
-        if let Some(stat) = stat_candidate(&path) {
-            self.observe(path, stat, msg.renamed);
-            if msg.renamed {
-                self.dispatch(ctx);
-            }
-        }
+        *self.hinted.entry(path).or_default() |= msg.renamed;
+        self.stat_hinted(ctx);
     }
 }
 
 impl Handler<FileFinished> for Watcher {
     type Result = ();
     fn handle(&mut self, msg: FileFinished, ctx: &mut Context<Self>) {
-        if self.in_flight.remove(&msg.path) {
-            // Remembered by the stat it was identified with: a different
-            // file that takes the name is a new candidate.
-            match msg.left {
-                Left::Nothing => {}
-                Left::Finished(stat) => {
-                    self.finished.insert(msg.path, stat);
-                }
-                Left::Retry(stat) => {
-                    self.erroring.insert(msg.path, stat);
-                }
-            }
-        }
+        self.intake.finished(msg.path, msg.left);
         self.dirty = true;
         self.dispatch(ctx);
     }
@@ -583,12 +471,7 @@ impl Handler<StopIntake> for Watcher {
 impl Handler<IsIdle> for Watcher {
     type Result = bool;
     fn handle(&mut self, _: IsIdle, ctx: &mut Context<Self>) -> bool {
-        let quiet = self.candidates.is_empty()
-            && self.ready.is_empty()
-            && self.beyond == 0
-            && self.in_flight.is_empty()
-            && self.claiming.is_empty();
-        if !quiet {
+        if !self.intake.quiet() || !self.hinted.is_empty() || self.hint_stat_busy {
             return false;
         }
         if self.dirty || self.scans_completed == 0 {
@@ -619,15 +502,6 @@ fn stat_candidate(path: &Path) -> Option<Stamp> {
         return None;
     }
     Some(Stamp::of(&meta))
-}
-
-/// What a scan found: the first `limit` candidate files by name, other than
-/// the ones the Watcher holds (regular files, with their stat); which of the
-/// held ones are still there; how many candidates wait beyond the window.
-struct Listing {
-    window: Vec<(PathBuf, Stamp)>,
-    held_present: HashSet<PathBuf>,
-    beyond: usize,
 }
 
 /// Lists the folder keeping only a window of `limit` names (a max-heap of

@@ -1,6 +1,6 @@
 //! The pure core: no actix, no tokio, no tokio-postgres, no file system.
 //! Everything here is a function of its inputs, so it is tested table-driven.
-//! `tests/it/tidy.rs` keeps it so.
+//! `src/tidy.rs` keeps it so.
 
 pub mod copy;
 pub mod header;
