@@ -45,6 +45,10 @@ use crate::intake::{Claimed, Intake, Listing};
 use crate::messages::{Claim, ClaimFile, ClaimFiles, FileFinished, FileTask, Hint, IsIdle, ReadFiles, StopIntake};
 use crate::metrics::metrics;
 
+/// A claim's answer with the stat the file was identified with, or why it
+/// failed.
+type ClaimResult = Result<(Claim, Stamp), String>;
+
 /// How often candidates are re-checked for stability.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -265,8 +269,7 @@ impl Watcher {
             })
             .await
             .unwrap_or_default();
-            let mut outcomes: Vec<(PathBuf, Stamp, Result<(Claim, Stamp), String>)> =
-                Vec::with_capacity(identified.len());
+            let mut outcomes: Vec<(PathBuf, Stamp, ClaimResult)> = Vec::with_capacity(identified.len());
             let mut asked = Vec::new();
             for (path, stat, fp) in identified {
                 match fp {
