@@ -28,7 +28,7 @@ use crate::core::pipeline::Pipeline;
 use crate::core::validate::{validate_records, Validation};
 use crate::db::sql::PipelineSql;
 use crate::db::write::{
-    commit_batch, commit_group, commit_isolated, connect, Batch, Counts, Outcome, Route, WriterConn,
+    commit_batch, commit_group, commit_isolated, connect, Batch, Counts, GroupOutcome, Outcome, Route, WriterConn,
 };
 use crate::db::{sql, DbError, Pool};
 use crate::health::Health;
@@ -272,7 +272,7 @@ async fn write_group(
         }
         .await;
         match result {
-            Ok(Some(counts)) => {
+            Ok(GroupOutcome::Committed(counts)) => {
                 health.set_db_ok(true);
                 metrics().batch_seconds.observe(started.elapsed().as_secs_f64());
                 for (b, c) in group.iter().zip(&counts) {
@@ -286,8 +286,8 @@ async fn write_group(
                 );
                 return (conn, Ok(counts));
             }
-            Ok(None) => {
-                // An id is already stored: through staging, now and for a while.
+            Ok(GroupOutcome::Conflict) => {
+                // A key is already stored: through staging, now and for a while.
                 routes.conflict();
                 route = Route::Staging;
             }
@@ -342,13 +342,13 @@ async fn write_with_retry(
         }
         .await;
         match result {
-            Ok(None) => {
-                // An id of this batch is already stored: redo it through
+            Ok(Outcome::Conflict) => {
+                // A key of this batch is already stored: redo it through
                 // staging, and keep to staging for a while.
                 routes.conflict();
                 route = Route::Staging;
             }
-            Ok(Some(outcome)) => {
+            Ok(outcome) => {
                 routes.committed(route);
                 health.set_db_ok(true);
                 let counts = match outcome {
@@ -357,7 +357,7 @@ async fn write_with_retry(
                         count_committed(batch, &c);
                         c
                     }
-                    Outcome::AlreadyCommitted => {
+                    Outcome::AlreadyCommitted | Outcome::Conflict => {
                         tracing::info!(file = %batch.file.name, offset = batch.end_offset, "batch was already committed; not written again");
                         Counts::default()
                     }
@@ -485,7 +485,7 @@ async fn isolate(conn: &mut WriterConn, batch: &ValidatedBatch, job: &Job) -> Re
             m.rows_rejected.inc_by(c.rejected);
             c
         }
-        Outcome::AlreadyCommitted => Counts::default(),
+        Outcome::AlreadyCommitted | Outcome::Conflict => Counts::default(),
     })
 }
 

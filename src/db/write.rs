@@ -111,12 +111,33 @@ impl Statements {
     }
 }
 
+/// How a batch's transaction ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Committed(Counts),
     /// An earlier attempt had committed it (ambiguous commit resolved by
     /// reading the checkpoint).
     AlreadyCommitted,
+    /// The direct route met a key already stored: nothing was committed;
+    /// redo it through staging.
+    Conflict,
+}
+
+/// How a group's transaction ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupOutcome {
+    /// Each batch's counts, in the group's order.
+    Committed(Vec<Counts>),
+    /// As `Outcome::Conflict`.
+    Conflict,
+}
+
+/// What putting a transaction's rows in the table did.
+enum Put<'a> {
+    /// Rows written per file.
+    Written(HashMap<&'a str, u64>),
+    /// The direct route met a key already stored (the caller rolls back).
+    Conflict,
 }
 
 pub async fn connect(pool: &Pool, sql: Arc<PipelineSql>) -> Result<WriterConn, DbError> {
@@ -181,7 +202,7 @@ async fn put_events<'a>(
     st: &Statements,
     batches: &[Batch<'a>],
     route: Route,
-) -> Result<Option<HashMap<&'a str, u64>>, DbError> {
+) -> Result<Put<'a>, DbError> {
     let mut written: HashMap<&str, u64> = batches.iter().map(|b| (b.file_name, 0)).collect();
     let merged = match (route, &st.copy_table) {
         (Route::Direct, Some(copy_table)) => {
@@ -191,7 +212,7 @@ async fn put_events<'a>(
                     Ok(_) => {}
                     Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                         metrics().routes.with_label_values(&["direct_conflict"]).inc();
-                        return Ok(None);
+                        return Ok(Put::Conflict);
                     }
                     Err(e) => return Err(DbError::pg("copy rows")(e)),
                 }
@@ -218,7 +239,7 @@ async fn put_events<'a>(
         }
     }
     route.count();
-    Ok(Some(written))
+    Ok(Put::Written(written))
 }
 
 /// `CopyPayload::merge`, on the blocking pool when there is work to do: a
@@ -241,15 +262,13 @@ fn offered(b: &Batch<'_>) -> u64 {
     b.events.rows() + b.repeats.rows()
 }
 
-/// Commits the batch by `route`. `Ok(None)`: the direct route met a key
-/// already stored; nothing was committed and the caller redoes the batch
-/// through staging.
-pub async fn commit_batch(conn: &mut WriterConn, b: &Batch<'_>, route: Route) -> Result<Option<Outcome>, DbError> {
+/// Commits the batch by `route`.
+pub async fn commit_batch(conn: &mut WriterConn, b: &Batch<'_>, route: Route) -> Result<Outcome, DbError> {
     let st = &conn.stmts;
     let tx = conn.client.transaction().await.map_err(DbError::pg("begin"))?;
-    let Some(written) = put_events(&tx, st, std::slice::from_ref(b), route).await? else {
+    let Put::Written(written) = put_events(&tx, st, std::slice::from_ref(b), route).await? else {
         tx.rollback().await.map_err(DbError::pg("rollback"))?;
-        return Ok(None);
+        return Ok(Outcome::Conflict);
     };
     let written = written.values().sum::<u64>();
     if let Err(e) = copy_rejects(&tx, st, &[(b.file_id, b.file_name, b.rejects)]).await {
@@ -259,7 +278,7 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &Batch<'_>, route: Route) ->
         // A reject of this batch is stored already: the batch was committed
         // before (its COMMIT's answer was lost). The checkpoint tells.
         tx.rollback().await.map_err(DbError::pg("rollback"))?;
-        return fence_missed(&conn.client, b).await.map(Some);
+        return fence_missed(&conn.client, b).await;
     }
     let counts = Counts {
         rows: b.rows,
@@ -270,8 +289,8 @@ pub async fn commit_batch(conn: &mut WriterConn, b: &Batch<'_>, route: Route) ->
     };
     debug_assert_eq!(counts.rows, counts.written + counts.duplicate + counts.rejected);
     match advance_and_commit(tx, st, b, counts).await? {
-        Fenced::Committed(file_done) => Ok(Some(Outcome::Committed(Counts { file_done, ..counts }))),
-        Fenced::Missed => fence_missed(&conn.client, b).await.map(Some),
+        Fenced::Committed(file_done) => Ok(Outcome::Committed(Counts { file_done, ..counts })),
+        Fenced::Missed => fence_missed(&conn.client, b).await,
     }
 }
 
@@ -301,21 +320,16 @@ async fn copy_rejects(
 
 /// Commits batches of different files (a group of small files) in one
 /// transaction: one COPY for all their rows, one for their rejects, one
-/// fence statement for all their checkpoints. `Ok(None)`: the direct route
-/// met a key already stored (nothing committed; redo through staging).
-/// A fence that does not match every file rolls back with
+/// fence statement for all their checkpoints. A fence that does not match
+/// every file rolls back with
 /// `DbError::GroupFence`: the caller commits the batches one by one, where
 /// each fence is settled on its own.
-pub async fn commit_group(
-    conn: &mut WriterConn,
-    group: &[Batch<'_>],
-    route: Route,
-) -> Result<Option<Vec<Counts>>, DbError> {
+pub async fn commit_group(conn: &mut WriterConn, group: &[Batch<'_>], route: Route) -> Result<GroupOutcome, DbError> {
     let st = &conn.stmts;
     let tx = conn.client.transaction().await.map_err(DbError::pg("begin"))?;
-    let Some(written) = put_events(&tx, st, group, route).await? else {
+    let Put::Written(written) = put_events(&tx, st, group, route).await? else {
         tx.rollback().await.map_err(DbError::pg("rollback"))?;
-        return Ok(None);
+        return Ok(GroupOutcome::Conflict);
     };
     let rejects: Vec<(i64, &str, &[RejectRow])> = group.iter().map(|b| (b.file_id, b.file_name, b.rejects)).collect();
     if let Err(e) = copy_rejects(&tx, st, &rejects).await {
@@ -372,7 +386,7 @@ pub async fn commit_group(
         advanced.iter().filter(|r| r.get::<_, bool>(1)).map(|r| (r.get(0), r.get(2))).collect();
     let counts =
         group.iter().zip(counts).map(|(b, c)| Counts { file_done: done.get(&b.file_id).copied(), ..c }).collect();
-    Ok(Some(counts))
+    Ok(GroupOutcome::Committed(counts))
 }
 
 /// What the checkpoint fence said.
