@@ -21,7 +21,9 @@ pub enum ConfigError {
     #[error("config key {key}: {message}")]
     Invalid { key: &'static str, message: String },
     #[error("folder {key} = {path}: {message}")]
-    Folder { key: &'static str, path: PathBuf, message: String },
+    Folder { key: String, path: PathBuf, message: String },
+    #[error("{0}")]
+    Pipeline(#[from] crate::core::pipeline::DeclarationError),
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -29,6 +31,7 @@ pub enum ConfigError {
 pub struct Config {
     pub database: DatabaseConfig,
     pub paths: PathsConfig,
+    pub pipelines: PipelinesConfig,
     pub pipeline: PipelineConfig,
     pub generator: GeneratorConfig,
     pub shutdown: ShutdownConfig,
@@ -81,6 +84,16 @@ pub struct PipelineConfig {
     pub after_commit: AfterCommit,
     /// Failures (panics) on one file before it is parked as `failed`.
     pub max_file_attempts: u32,
+}
+
+/// Which pipelines run (`spec/pipelines.md`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelinesConfig {
+    /// Pipeline declaration files, relative to the working directory.
+    /// Empty: the built-in pipeline (the `events.md` contract) with the
+    /// `paths.*` folders.
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -292,7 +305,7 @@ impl Config {
             for (kb, b) in &folders[i + 1..] {
                 if same_path(a, b) {
                     return Err(ConfigError::Folder {
-                        key: ka,
+                        key: ka.to_string(),
                         path: a.to_path_buf(),
                         message: format!("must differ from {kb}"),
                     });
@@ -304,37 +317,37 @@ impl Config {
 
     /// Creates the folders if missing and checks they are writable
     /// directories. Separate from `check` because it touches the disk.
-    ///
-    /// The incoming folder must exist (a typo there would otherwise watch an
-    /// empty new folder forever); the output folders are created.
     pub fn prepare_folders(&self) -> Result<(), ConfigError> {
-        let folders = [
-            ("paths.incoming", &self.paths.incoming, false),
-            ("paths.processed", &self.paths.processed, true),
-            ("paths.bad_records", &self.paths.bad_records, true),
-        ];
-        for (key, path, create) in folders {
-            let folder_err = |message: String| ConfigError::Folder { key, path: path.clone(), message };
-            if create {
-                std::fs::create_dir_all(path).map_err(|e| folder_err(format!("cannot create: {e}")))?;
-            }
-            let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => folder_err("does not exist".into()),
-                _ => folder_err(e.to_string()),
-            })?;
-            if !meta.is_dir() {
-                return Err(folder_err("not a directory".into()));
-            }
-            std::fs::read_dir(path).map_err(|e| folder_err(format!("not readable: {e}")))?;
-            let probe = path.join(format!(".ingestd-write-probe-{}", std::process::id()));
-            std::fs::write(&probe, b"").map_err(|e| folder_err(format!("not writable: {e}")))?;
-            let _ = std::fs::remove_file(&probe);
-        }
-        Ok(())
+        prepare_folder("paths.incoming", &self.paths.incoming, false)?;
+        prepare_folder("paths.processed", &self.paths.processed, true)?;
+        prepare_folder("paths.bad_records", &self.paths.bad_records, true)
     }
 }
 
-fn same_path(a: &Path, b: &Path) -> bool {
+/// Checks that a folder is a readable, writable directory, creating it
+/// first if `create`. The incoming folder must exist (a typo there would
+/// otherwise watch an empty new folder forever); output folders are
+/// created.
+pub fn prepare_folder(key: &str, path: &Path, create: bool) -> Result<(), ConfigError> {
+    let folder_err = |message: String| ConfigError::Folder { key: key.to_owned(), path: path.to_owned(), message };
+    if create {
+        std::fs::create_dir_all(path).map_err(|e| folder_err(format!("cannot create: {e}")))?;
+    }
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => folder_err("does not exist".into()),
+        _ => folder_err(e.to_string()),
+    })?;
+    if !meta.is_dir() {
+        return Err(folder_err("not a directory".into()));
+    }
+    std::fs::read_dir(path).map_err(|e| folder_err(format!("not readable: {e}")))?;
+    let probe = path.join(format!(".ingestd-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| folder_err(format!("not writable: {e}")))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+pub(crate) fn same_path(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => a.components().eq(b.components()),
@@ -364,6 +377,14 @@ fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<
             }
             Some(toml::Value::Boolean(_)) => toml::Value::Boolean(
                 raw.trim().parse().map_err(|_| env_err(format!("expected true or false, got {raw:?}")))?,
+            ),
+            // A list: comma-separated (`INGESTD_PIPELINES__FILES=a.toml,b.toml`).
+            Some(toml::Value::Array(_)) => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_owned()))
+                    .collect(),
             ),
             Some(_) => return Err(env_err("this key cannot be set from the environment".into())),
             None if OPTIONAL_STRING_KEYS.contains(&(section, key)) => toml::Value::String(raw.to_owned()),
@@ -435,9 +456,11 @@ mod tests {
                 ("DATABASE_URL", "postgres://u@localhost/db"),
                 ("INGESTD_GENERATOR__SEED", "42"),
                 ("INGESTD_FAILPOINTS", "ignored"),
+                ("INGESTD_PIPELINES__FILES", "a.toml, b.toml,"),
             ],
         )
         .unwrap();
+        assert_eq!(c.pipelines.files, [PathBuf::from("a.toml"), PathBuf::from("b.toml")]);
         assert_eq!(c.pipeline.batch_rows, 5000);
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.database.url.as_deref(), Some("postgres://u@localhost/db"));

@@ -14,6 +14,7 @@ pub mod http;
 pub mod intake;
 pub mod messages;
 pub mod metrics;
+pub mod pipelines;
 pub mod replay;
 pub mod retry;
 pub mod source;

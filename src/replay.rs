@@ -49,7 +49,8 @@ pub async fn run(
     let mut conn = pool.get().await.map_err(DbError::pool("replay"))?;
     conn.batch_execute(sql::WRITER_SESSION).await.map_err(DbError::pg("replay: session"))?;
     conn.batch_execute(&statements.create_staging).await.map_err(DbError::pg("replay: session"))?;
-    let files = conn.query(sql::REPLAY_FILES, &[&file, &reason]).await.map_err(DbError::pg("replay: files"))?;
+    let files =
+        conn.query(sql::REPLAY_FILES, &[&file, &reason, &pipeline.name]).await.map_err(DbError::pg("replay: files"))?;
     let mut out = Vec::new();
     for f in files {
         let (file_id, name, header_raw): (i64, String, Option<Vec<u8>>) = (f.get(0), f.get(1), f.get(2));

@@ -7,6 +7,7 @@ use crate::db::{sql, DbError, Pool};
 
 #[derive(Debug, Serialize)]
 pub struct FileStatus {
+    pub pipeline: String,
     pub file: String,
     pub path: String,
     pub state: String,
@@ -39,6 +40,7 @@ pub async fn read(pool: &Pool) -> Result<Vec<FileStatus>, DbError> {
             first_seen_at: r.get(9),
             finished_at: r.get(10),
             error: r.get(11),
+            pipeline: r.get(12),
         })
         .collect())
 }

@@ -222,6 +222,7 @@ impl Supervisor {
         let keeper = CheckpointKeeper::new(
             self.pool.clone(),
             KeeperSettings {
+                pipeline: self.pipeline.name.clone(),
                 disposal: crate::disposal::Disposal {
                     processed: c.paths.processed.clone(),
                     bad_records: c.paths.bad_records.clone(),

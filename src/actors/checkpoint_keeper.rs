@@ -45,6 +45,8 @@ const RETRY_CAP: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct KeeperSettings {
+    /// The pipeline's name, stored with its files.
+    pub pipeline: String,
     pub disposal: Disposal,
     pub max_file_attempts: u32,
 }
@@ -373,6 +375,7 @@ impl Handler<ClaimFiles> for CheckpointKeeper {
     /// starts after the answer, so a slow disk never holds up a claim round.
     fn handle(&mut self, msg: ClaimFiles, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
+        let settings = self.settings.clone();
         let fut = async move {
             let identities: Vec<Identity<'_>> = msg
                 .0
@@ -384,7 +387,7 @@ impl Handler<ClaimFiles> for CheckpointKeeper {
                     size: f.stamp.size,
                 })
                 .collect();
-            let claimed = files::claim(&pool, &identities).await?;
+            let claimed = files::claim(&pool, &settings.pipeline, &identities).await?;
             Ok(msg.0.into_iter().zip(claimed).map(|(f, c)| (FileTask::claimed(f, &c), c)).collect::<Vec<_>>())
         };
         Box::pin(fut.into_actor(self).map(|result: Result<Vec<(FileTask, files::Claimed)>, DbError>, act, ctx| {

@@ -582,6 +582,7 @@ impl Loader<'_> {
             }
             None => kind.format_reason().unwrap_or(RejectReason::MALFORMED_CSV),
         };
+        let sql_type_declared = spec.contains_key("sql_type");
         let sql_type = match spec.get("sql_type") {
             Some(v) => self.sql_type(&sub("sql_type"), &self.string(&sub("sql_type"), v)?)?,
             None => kind.default_sql_type().to_owned(),
@@ -612,6 +613,7 @@ impl Loader<'_> {
             max_future,
             format_reason,
             sql_type,
+            sql_type_declared,
             phys,
         };
         if !column.accepts(phys) {

@@ -180,6 +180,9 @@ pub struct Column {
     pub format_reason: RejectReason,
     /// The declared `sql_type`, or the type's default mapping.
     pub sql_type: String,
+    /// `sql_type` was declared: an existing table's column must have that
+    /// very type (else any type that can hold the column's values will do).
+    pub sql_type_declared: bool,
     pub phys: Phys,
 }
 

@@ -73,7 +73,7 @@ pub struct Identity<'a> {
 /// Registers the identities, or finds them, in one statement; answers in
 /// the same order. An unfinished older identity of a path is parked as
 /// superseded (see `sql::CLAIM_FILES`).
-pub async fn claim(pool: &Pool, files: &[Identity<'_>]) -> Result<Vec<Claimed>, DbError> {
+pub async fn claim(pool: &Pool, pipeline: &str, files: &[Identity<'_>]) -> Result<Vec<Claimed>, DbError> {
     let conn = pool.get().await.map_err(DbError::pool("claim files"))?;
     let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
     let names: Vec<&str> = files.iter().map(|f| f.name).collect();
@@ -87,6 +87,7 @@ pub async fn claim(pool: &Pool, files: &[Identity<'_>]) -> Result<Vec<Claimed>, 
                 (&names, Type::TEXT_ARRAY),
                 (&fingerprints, Type::TEXT_ARRAY),
                 (&sizes, Type::INT8_ARRAY),
+                (&pipeline, Type::TEXT),
             ],
         )
         .await

@@ -6,6 +6,7 @@ pub mod files;
 pub mod leader;
 pub mod migrate;
 pub mod sql;
+pub mod tables;
 pub mod write;
 
 use std::time::Duration;

@@ -23,7 +23,7 @@ pub const BACKEND_PID: &str = "SELECT pg_backend_pid()";
 pub const TERMINATE_BACKEND: &str = "SELECT pg_terminate_backend($1)";
 
 pub const COPY_REJECTS: &str = "COPY ingest_rejects (file_id, source_file, source_line, reason, detail, \
-    raw_line, raw_truncated) FROM STDIN (FORMAT binary)";
+    raw_line, raw_truncated, pipeline) FROM STDIN (FORMAT binary)";
 /// The checkpoint fence: advances only from the offset the batch starts at,
 /// so a replayed or stale batch matches no row and its transaction is
 /// rolled back. `$10`: the file's last batch; the file is then done in the
@@ -71,8 +71,8 @@ pub const CLAIM_FILES: &str = "WITH input AS (SELECT * FROM unnest($1::text[], $
     error = 'superseded: the file changed before it was finished', updated_at = now() \
     FROM input i WHERE f.path = i.path AND f.fingerprint <> i.fingerprint \
     AND f.state IN ('pending', 'in_progress')) \
-    INSERT INTO ingest_files (path, file_name, fingerprint, size) \
-    SELECT path, file_name, fingerprint, size FROM input \
+    INSERT INTO ingest_files (path, file_name, fingerprint, size, pipeline) \
+    SELECT path, file_name, fingerprint, size, $5 FROM input \
     ON CONFLICT (path, fingerprint) DO UPDATE SET updated_at = now() \
     RETURNING id, path, fingerprint, state, committed_offset, committed_line, rows_rejected";
 /// Only a file whose rows all add up can be done (the table's CHECK says
@@ -98,14 +98,14 @@ pub const REJECTS_OF_FILE_AFTER: &str = "SELECT source_line, reason, detail, raw
     WHERE file_id = $1 AND source_line > $2 ORDER BY source_line LIMIT $3";
 
 pub const STATUS: &str = "SELECT file_name, path, state, rows_total, rows_written, rows_duplicate, \
-    rows_rejected, committed_offset, size, first_seen_at, finished_at, error FROM ingest_files ORDER BY id";
+    rows_rejected, committed_offset, size, first_seen_at, finished_at, error, pipeline FROM ingest_files ORDER BY id";
 
-/// Finished files that have rejects matching the filters ($1 file name,
-/// $2 reason; NULL = any).
+/// A pipeline's ($3) finished files that have rejects matching the
+/// filters ($1 file name, $2 reason; NULL = any).
 pub const REPLAY_FILES: &str = "SELECT DISTINCT f.id, f.file_name, f.header FROM ingest_files f \
     JOIN ingest_rejects r ON r.file_id = f.id \
-    WHERE f.state = 'done' AND ($1::text IS NULL OR f.file_name = $1) AND ($2::text IS NULL OR r.reason = $2) \
-    ORDER BY f.id";
+    WHERE f.state = 'done' AND f.pipeline = $3 AND ($1::text IS NULL OR f.file_name = $1) \
+    AND ($2::text IS NULL OR r.reason = $2) ORDER BY f.id";
 pub const LOCK_FILE: &str = "SELECT state FROM ingest_files WHERE id = $1 FOR UPDATE";
 /// One page of a file's rejects to replay: after line $3, at most $4.
 pub const REPLAY_REJECTS: &str = "SELECT id, source_line, raw_line, raw_truncated, reason, detail \
@@ -145,6 +145,8 @@ pub const PING: &str = "SELECT 1";
 /// and the SQL always agree.
 #[derive(Debug, Clone)]
 pub struct PipelineSql {
+    /// The pipeline's name (stored with its files and rejects).
+    pub pipeline: String,
     /// The writer session's temp table: the declared columns in their wire
     /// types, then `source_line` and `source_file`.
     pub create_staging: String,
@@ -286,6 +288,7 @@ impl PipelineSql {
             format!("SELECT {} FROM {probe_from}", names.join(", "))
         });
         PipelineSql {
+            pipeline: p.name.clone(),
             truncate_staging: format!("TRUNCATE {staging}"),
             copy_table: p
                 .direct_copy_allowed()
@@ -297,5 +300,130 @@ impl PipelineSql {
             merge_counted,
             derived_probe,
         }
+    }
+}
+
+/// Serialises the set-up of one table (key: a hash of its name) across
+/// daemons starting together.
+pub const TABLE_SETUP_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
+pub const SCHEMA_EXISTS: &str = "SELECT to_regnamespace($1) IS NOT NULL";
+/// `$1`: a quoted, possibly schema-qualified name.
+pub const RELATION_EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
+/// A table's columns in order: name, type as written, base type name, type
+/// oid.
+pub const TABLE_COLUMNS: &str = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), \
+    t.typname::text, a.atttypid::int8 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+    WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
+/// The oid of a type name as PostgreSQL parses it (`varchar(64)` →
+/// character varying), NULL when it names no type.
+pub const TYPE_OID: &str = "SELECT to_regtype($1)::oid::int8";
+/// Whether table `$1` has a unique index (or primary key) on exactly the
+/// columns `$2`, with `NULLS NOT DISTINCT` when `$3`.
+pub const HAS_UNIQUE_INDEX: &str = "SELECT EXISTS (SELECT 1 FROM pg_index i \
+    WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL \
+    AND i.indnkeyatts = cardinality($2::text[]) AND (NOT $3 OR i.indnullsnotdistinct) \
+    AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a \
+         WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) \
+      = (SELECT array_agg(k ORDER BY k) FROM unnest($2::text[]) AS k))";
+/// The types of `core::pipeline::PROVENANCE`, in its order, as added to a
+/// table that lacks them.
+pub const PROVENANCE_TYPES: [&str; 3] = ["timestamptz NOT NULL DEFAULT now()", "text", "bigint"];
+
+pub fn create_schema(schema: &str) -> String {
+    format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema))
+}
+
+/// A pipeline's table: its columns in file order (NOT NULL where a value is
+/// always there), its derived columns, then where each row came from; the
+/// primary key on `key`.
+pub fn create_table(p: &Pipeline) -> String {
+    let mut defs: Vec<String> = p
+        .schema
+        .columns
+        .iter()
+        .map(|c| {
+            let not_null = if c.required || c.default.is_some() { " NOT NULL" } else { "" };
+            format!("{} {}{not_null}", quote(&c.name), c.sql_type)
+        })
+        .collect();
+    defs.extend(p.derived.iter().map(|d| format!("{} {}", quote(&d.name), d.sql_type)));
+    defs.extend([
+        "ingested_at timestamptz NOT NULL DEFAULT now()".to_owned(),
+        "source_file text NOT NULL".to_owned(),
+        "source_line bigint NOT NULL".to_owned(),
+    ]);
+    if !p.schema.key.is_empty() {
+        let key: Vec<String> = p.schema.key.iter().map(|&k| quote(&p.schema.columns[k].name)).collect();
+        defs.push(format!("PRIMARY KEY ({})", key.join(", ")));
+    }
+    format!("CREATE TABLE IF NOT EXISTS {} ({})", p.table.quoted(), defs.join(", "))
+}
+
+/// A column added to an existing table: nullable (rows already there have
+/// none), except that a type's own DEFAULT clause is kept.
+pub fn add_column(table: &str, column: &str, sql_type: &str) -> String {
+    format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} {sql_type}", quote(column))
+}
+
+/// A name PostgreSQL keeps whole (at most 63 bytes): `base` itself, or its
+/// start and a hash of all of it.
+fn short_name(base: &str) -> String {
+    if base.len() <= 63 {
+        return base.to_owned();
+    }
+    use sha2::{Digest, Sha256};
+    let hash: String = Sha256::digest(base.as_bytes())[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let mut cut = 54;
+    while !base.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{hash}", &base[..cut])
+}
+
+/// `[indexes]`: `<table>_<column>_idx`, created if missing (the built-in
+/// table's indexes, made by its migration, have these names).
+pub fn create_index(table: &crate::core::pipeline::TableName, column: &str, method: &str) -> String {
+    let name = short_name(&format!("{}_{column}_idx", table.name));
+    format!("CREATE INDEX IF NOT EXISTS {} ON {} USING {method} ({})", quote(&name), table.quoted(), quote(column))
+}
+
+/// Holds writers off a table while a rollup is filled from it.
+pub fn lock_for_rollup(table: &str) -> String {
+    format!("LOCK TABLE {table} IN SHARE MODE")
+}
+
+/// A rollup table, created and filled from the rows already in `table` in
+/// one statement, then its group key (nulls form a group of their own).
+pub fn create_rollup(r: &crate::core::pipeline::Rollup, table: &str) -> String {
+    let select: Vec<String> = r
+        .group_by
+        .iter()
+        .map(|(n, e)| format!("({e}) AS {}", quote(n)))
+        .chain(r.measures.iter().map(|(n, e, _)| format!("{e} AS {}", quote(n))))
+        .collect();
+    let positions: Vec<String> = (1..=r.group_by.len()).map(|n| n.to_string()).collect();
+    let group: Vec<String> = r.group_by.iter().map(|(n, _)| quote(n)).collect();
+    let constraint = quote(&short_name(&format!("{}_groups", r.table.name)));
+    format!(
+        "CREATE TABLE {target} AS SELECT {} FROM {table} GROUP BY {}; \
+         ALTER TABLE {target} ADD CONSTRAINT {constraint} UNIQUE NULLS NOT DISTINCT ({})",
+        select.join(", "),
+        positions.join(", "),
+        group.join(", "),
+        target = r.table.quoted(),
+    )
+}
+
+pub fn count_rows(table: &str) -> String {
+    format!("SELECT count(*) FROM {table}")
+}
+
+/// `[views]`: created or replaced; `replace = false` drops the view first
+/// (for a query whose columns changed).
+pub fn create_view(name: &str, query: &str, replace: bool) -> String {
+    if replace {
+        format!("CREATE OR REPLACE VIEW {name} AS {query}")
+    } else {
+        format!("DROP VIEW IF EXISTS {name}; CREATE VIEW {name} AS {query}")
     }
 }

@@ -150,7 +150,8 @@ pub async fn connect(pool: &Pool, sql: Arc<PipelineSql>) -> Result<WriterConn, D
     Ok(WriterConn { client, pid, stmts })
 }
 
-const REJECT_TYPES: [Type; 7] = [Type::INT8, Type::TEXT, Type::INT8, Type::TEXT, Type::TEXT, Type::BYTEA, Type::BOOL];
+const REJECT_TYPES: [Type; 8] =
+    [Type::INT8, Type::TEXT, Type::INT8, Type::TEXT, Type::TEXT, Type::BYTEA, Type::BOOL, Type::TEXT];
 
 /// How the events reach the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,7 +311,8 @@ async fn copy_rejects(
         for r in *rejects {
             let line = r.line as i64;
             let reason = r.reason.as_str();
-            let values: [&(dyn ToSql + Sync); 7] = [file_id, name, &line, &reason, &r.detail, &r.raw, &r.raw_truncated];
+            let values: [&(dyn ToSql + Sync); 8] =
+                [file_id, name, &line, &reason, &r.detail, &r.raw, &r.raw_truncated, &st.sql.pipeline];
             w.as_mut().write(&values).await.map_err(DbError::pg("copy rejects"))?;
         }
     }
