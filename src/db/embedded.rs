@@ -203,8 +203,9 @@ struct OsUser {
 enum Location {
     /// The configured root (absolute).
     Configured(PathBuf),
-    /// `STATE_DIR/<hash>`, because `user` cannot reach the configured root.
-    Relocated { root: PathBuf, user: String },
+    /// `STATE_DIR/<hash>`: `user` cannot reach the configured root, or
+    /// could not when the cluster was made there.
+    Relocated { root: PathBuf, user: String, reachable_now: bool },
 }
 
 /// The directory the cluster configured at `configured` lives in: that
@@ -257,12 +258,13 @@ impl EmbeddedPg {
                 }
                 prepare_root(&abs)?
             }
-            Location::Relocated { root, user } => {
+            Location::Relocated { root, user, reachable_now } => {
                 prepare_state_root(&root, &abs)?;
+                let why = if reachable_now { "was not" } else { "is not" };
                 info!(
                     configured = %abs.display(),
                     cluster = %root.display(),
-                    "the configured folder is not traversable by OS user `{user}`: embedded postgresql cluster relocated"
+                    "embedded postgresql cluster relocated: the configured folder {why} traversable by OS user `{user}`"
                 );
                 root
             }
@@ -866,16 +868,16 @@ fn locate(abs: &Path, state_dir: &Path) -> Result<Location, EmbeddedError> {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(canonical_lenient(abs)?.as_os_str().as_encoded_bytes());
     let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    let relocated = Location::Relocated { root: state_dir.join(hash), user: user.name.clone() };
-    let Location::Relocated { root, .. } = &relocated else { unreachable!() };
-    if root.join("data").exists() {
-        return Ok(relocated);
-    }
+    let relocated = state_dir.join(hash);
     let reachable = match abs.ancestors().find(|p| p.exists()) {
         Some(existing) => check_traversable(&canonical(existing)?, &user).is_ok(),
         None => true,
     };
-    Ok(if reachable { Location::Configured(abs.to_path_buf()) } else { relocated })
+    Ok(if reachable && !relocated.join("data").exists() {
+        Location::Configured(abs.to_path_buf())
+    } else {
+        Location::Relocated { root: relocated, user: user.name, reachable_now: reachable }
+    })
 }
 
 /// Makes a relocated cluster root exist: `state_dir` owned by root, 0755
@@ -1268,17 +1270,23 @@ mod tests {
         assert!(!accepts_tcp(port), "drop stops a server started again");
     }
 
+    /// Fails unless we are root; (a dir for the state folder, a 0700 dir
+    /// the `postgres` user cannot enter).
+    fn as_root_with_a_private_dir() -> (tempfile::TempDir, tempfile::TempDir) {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "needs root: run as root (CI does)");
+        // tempfile 3.27 makes 0777 & !umask dirs; ask for a private one.
+        let private = tempfile::Builder::new().permissions(fs::Permissions::from_mode(0o700)).tempdir().unwrap();
+        (tempdir(), private)
+    }
+
     /// As root: a cluster root the server user cannot reach goes to the
     /// state folder, under the same name every time, and stays there.
     #[test]
     #[ignore = "needs root: the server runs as OS user postgres"]
     fn a_root_out_of_reach_is_relocated_and_found_again() {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "needs root: run as root (CI does)");
-        let state = tempdir();
+        let (state, private) = as_root_with_a_private_dir();
         let state_dir = state.path().join("ingestd-pg");
-        // tempfile 3.27 makes 0777 & !umask dirs; ask for a private one.
-        let private = tempfile::Builder::new().permissions(fs::Permissions::from_mode(0o700)).tempdir().unwrap();
         let configured = private.path().join("data/pg");
         let abs = absolute(&configured).unwrap();
 
@@ -1287,7 +1295,7 @@ mod tests {
         assert_eq!(root.parent(), Some(state_dir.as_path()));
         assert_eq!(
             locate(&abs, &state_dir).unwrap(),
-            Location::Relocated { root: root.clone(), user: "postgres".into() }
+            Location::Relocated { root: root.clone(), user: "postgres".into(), reachable_now: false }
         );
         let meta = fs::metadata(&root).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o700);
@@ -1301,6 +1309,8 @@ mod tests {
 
         // Reachable now: the cluster is found where it was made.
         fs::set_permissions(private.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let want = Location::Relocated { root: root.clone(), user: "postgres".into(), reachable_now: true };
+        assert_eq!(locate(&abs, &state_dir).unwrap(), want);
         let again = EmbeddedPg::start_in(&configured, Settings::default(), &state_dir).expect("second start");
         assert_eq!(again.root(), root);
         assert_eq!(sql(&again, "SELECT v FROM kept"), "5");
@@ -1319,11 +1329,8 @@ mod tests {
     #[test]
     #[ignore = "needs root: the server runs as OS user postgres"]
     fn an_existing_cluster_out_of_reach_is_reported_not_moved() {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "needs root: run as root (CI does)");
-        let state = tempdir();
+        let (state, private) = as_root_with_a_private_dir();
         let state_dir = state.path().join("ingestd-pg");
-        let private = tempfile::Builder::new().permissions(fs::Permissions::from_mode(0o700)).tempdir().unwrap();
         fs::create_dir_all(private.path().join("pg/data")).unwrap();
         let err = EmbeddedPg::start_in(&private.path().join("pg"), Settings::default(), &state_dir)
             .expect_err("postgres cannot enter a 0700 dir");
