@@ -240,9 +240,11 @@ fn resolve_database(config: &Config) -> Result<(tokio_postgres::Config, Option<E
     match &config.database.url {
         Some(url) => Ok((url.parse().map_err(|_| Fatal::config("database.url: not a valid PostgreSQL URL"))?, None)),
         None => {
+            // The same rule for every command, so `migrate` and `status` find
+            // the cluster `run` uses (possibly relocated: see db::embedded).
             let pg = EmbeddedPg::start(&config.paths.pg_data).map_err(Fatal::database)?;
-            let url = pg.url("ingestd");
-            tracing::info!(port = pg.port(), data = %config.paths.pg_data.display(), "embedded PostgreSQL running");
+            let url = pg.url(ingestd::db::embedded::DEFAULT_DB);
+            tracing::info!(port = pg.port(), root = %pg.root().display(), "embedded PostgreSQL running");
             Ok((url.parse().map_err(Fatal::other)?, Some(pg)))
         }
     }

@@ -23,12 +23,19 @@
 //! Running as root: initdb and pg_ctl refuse to run as root, so they run as
 //! the owner of an existing data directory, else as the `postgres` OS user.
 //! `root` is chowned to that user, and every parent of `root` must be
-//! traversable by it (`o+x`), else `start` fails with
-//! [`EmbeddedError::NotTraversable`] naming the directory. Directories this
-//! module creates are made 0755. A test's temp dir may be 0700 (mkdtemp-style
-//! makers, a strict umask; tempfile 3.27 itself uses `0777 & !umask`): chmod
-//! it to 0755 before putting a cluster inside. `/root` (0700) is no place for
-//! a cluster when running as root.
+//! traversable by it (`o+x`). Directories this module creates are made 0755.
+//!
+//! Location (root only; see [`cluster_root`]): when the configured root holds
+//! no cluster yet and that user cannot traverse its way to it (a clone under
+//! `/root`, any 0700 folder), the cluster lives instead in
+//! `/var/tmp/ingestd-pg/<hash>/` (0700, owned by that user), where `<hash>`
+//! names the canonical configured path: every `ingestd` command, and the
+//! tests, given the same configured root compute the same place. `start`
+//! says where in one info line; `<hash>/origin` names the configured path. A
+//! cluster stays where it was first created: one already in the configured
+//! root is run there (else [`EmbeddedError::NotTraversable`] names the
+//! directory), one already relocated is found again even if the folder has
+//! become traversable since.
 //!
 //! Lifetime: a server this process started is stopped by [`EmbeddedPg::stop`]
 //! or on drop. A server found already running under `root` (another `ingestd`,
@@ -67,6 +74,13 @@ const TAIL_CHARS: usize = 400;
 const SUN_PATH_MAX: usize = 108;
 /// How long a killed postmaster may stay unreaped before we give up.
 const ZOMBIE_WAIT: Duration = Duration::from_secs(10);
+/// Where a cluster goes when its configured root is out of the server
+/// user's reach (see the module docs): kept across reboots, unlike /tmp.
+const STATE_DIR: &str = "/var/tmp/ingestd-pg";
+/// A restart on the port a cluster already had: the port may still be
+/// held for a moment (another process, a dying postmaster), so wait for it.
+const SAME_PORT_ATTEMPTS: usize = 20;
+const SAME_PORT_PAUSE: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
@@ -95,6 +109,12 @@ pub enum EmbeddedError {
          or set database.url / DATABASE_URL"
     )]
     NotTraversable { dir: PathBuf, user: String, uid: u32 },
+
+    #[error(
+        "{dir} must be a directory owned by root and writable by nobody else, to hold \
+         relocated embedded clusters: fix or remove it, or set database.url / DATABASE_URL"
+    )]
+    UnsafeStateDir { dir: PathBuf },
 
     #[error(
         "{path} exists but holds no PostgreSQL cluster (no PG_VERSION): move it away \
@@ -133,13 +153,30 @@ impl EmbeddedError {
 #[derive(Debug)]
 pub struct EmbeddedPg {
     cluster: Cluster,
-    /// TCP port on 127.0.0.1; changes from one start to the next.
+    /// TCP port on 127.0.0.1: picked afresh by `start`, kept by
+    /// `start_again` and `restart_fast` (a client's URL stays valid).
     port: u16,
     /// Only a server we started is ours to stop: a reused one may serve
     /// another process.
     started_here: bool,
     /// Makes `stop` (and so drop after `stop`) idempotent.
     stopped: bool,
+}
+
+/// Server settings that differ between uses of a cluster (the daemon's
+/// default; a test's small private cluster).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `shared_buffers`, in PostgreSQL's units (`128MB`).
+    pub shared_buffers: String,
+    /// `max_connections`.
+    pub max_connections: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings { shared_buffers: "128MB".into(), max_connections: 100 }
+    }
 }
 
 /// Paths and identity needed to run the PostgreSQL tools on one cluster.
@@ -151,6 +188,7 @@ struct Cluster {
     bin_dir: PathBuf,
     /// Some when we are root: initdb/pg_ctl run as this user instead.
     run_as: Option<OsUser>,
+    settings: Settings,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +196,27 @@ struct OsUser {
     name: String,
     uid: u32,
     gid: u32,
+}
+
+/// Where a configured cluster root lives; see the module docs.
+#[derive(Debug, PartialEq)]
+enum Location {
+    /// The configured root (absolute).
+    Configured(PathBuf),
+    /// `STATE_DIR/<hash>`: `user` cannot reach the configured root, or
+    /// could not when the cluster was made there.
+    Relocated { root: PathBuf, user: String, reachable_now: bool },
+}
+
+/// The directory the cluster configured at `configured` lives in: that
+/// path made absolute, or its place under `/var/tmp/ingestd-pg` when it is
+/// out of reach of the OS user that runs PostgreSQL (see the module docs).
+/// [`EmbeddedPg::start`] uses the same rule, so this is where it runs it.
+pub fn cluster_root(configured: &Path) -> Result<PathBuf, EmbeddedError> {
+    let abs = absolute(configured)?;
+    Ok(match locate(&abs, Path::new(STATE_DIR))? {
+        Location::Configured(root) | Location::Relocated { root, .. } => root,
+    })
 }
 
 impl EmbeddedPg {
@@ -170,23 +229,48 @@ impl EmbeddedPg {
         find_bin_dir_in(std::env::var_os("PATH").as_deref(), Path::new(PKG_LIB_DIR))
     }
 
-    /// Ensures a cluster under `root` is running and holds [`DEFAULT_DB`]:
-    /// initdb if absent, reuse a server already running from `root`, else
-    /// start one on a free port. Returns once the server accepts queries.
+    /// Ensures a cluster for the configured `root` (see [`cluster_root`]) is
+    /// running and holds [`DEFAULT_DB`]: initdb if absent, reuse a server
+    /// already running from it, else start one on a free port. Returns once
+    /// the server accepts queries.
     pub fn start(root: &Path) -> Result<EmbeddedPg, EmbeddedError> {
+        Self::start_with(root, Settings::default())
+    }
+
+    /// `start` with other server settings (they apply to a server started
+    /// here, not to one reused).
+    pub fn start_with(root: &Path, settings: Settings) -> Result<EmbeddedPg, EmbeddedError> {
+        Self::start_in(root, settings, Path::new(STATE_DIR))
+    }
+
+    /// `start_with`, relocating into `state_dir` (a seam for the tests).
+    fn start_in(root: &Path, settings: Settings, state_dir: &Path) -> Result<EmbeddedPg, EmbeddedError> {
         let found_bin_dir = Self::find_bin_dir()?;
-        let abs = std::path::absolute(root).map_err(EmbeddedError::io(format!("resolve {}", root.display())))?;
-        let run_as = server_user(&abs.join("data"))?;
-        if let Some(user) = &run_as {
-            // Before creating anything: fail without leaving directories behind.
-            if let Some(existing) = abs.ancestors().find(|p| p.exists()) {
-                let existing =
-                    fs::canonicalize(existing).map_err(EmbeddedError::io(format!("resolve {}", existing.display())))?;
-                check_traversable(&existing, user)?;
+        let abs = absolute(root)?;
+        let root = match locate(&abs, state_dir)? {
+            Location::Configured(abs) => {
+                let run_as = server_user(&abs.join("data"))?;
+                if let Some(user) = &run_as {
+                    // Before creating anything: fail without leaving directories behind.
+                    if let Some(existing) = abs.ancestors().find(|p| p.exists()) {
+                        check_traversable(&canonical(existing)?, user)?;
+                    }
+                }
+                prepare_root(&abs)?
             }
-        }
-        let root = prepare_root(&abs)?;
+            Location::Relocated { root, user, reachable_now } => {
+                prepare_state_root(&root, &abs)?;
+                let why = if reachable_now { "was not" } else { "is not" };
+                info!(
+                    configured = %abs.display(),
+                    cluster = %root.display(),
+                    "embedded postgresql cluster relocated: the configured folder {why} traversable by OS user `{user}`"
+                );
+                root
+            }
+        };
         let data = root.join("data");
+        let run_as = server_user(&data)?;
         if let Some(user) = &run_as {
             std::os::unix::fs::chown(&root, Some(user.uid), Some(user.gid)).map_err(EmbeddedError::io(format!(
                 "chown {} to {}",
@@ -201,7 +285,7 @@ impl EmbeddedPg {
         let _lock = lock(&root)?;
 
         let bin_dir = matching_bin_dir(found_bin_dir, &data)?;
-        let cluster = Cluster { log: root.join("server.log"), root, data, bin_dir, run_as };
+        let cluster = Cluster { log: root.join("server.log"), root, data, bin_dir, run_as, settings };
 
         if let Some(port) = cluster.running_port()? {
             if cluster.wait_ready(port)? {
@@ -229,16 +313,9 @@ impl EmbeddedPg {
         }
         let port = cluster.start_server()?;
         let mut pg = EmbeddedPg { cluster, port, started_here: true, stopped: false };
-        if let Err(e) = pg.cluster.wait_ready(port).and_then(|ready| match ready {
-            true => pg.ensure_database(DEFAULT_DB),
-            false => Err(EmbeddedError::Start {
-                reason: "the server exited right after starting".into(),
-                log: pg.cluster.log.clone(),
-                tail: tail(&read_from(&pg.cluster.log, 0)),
-            }),
-        }) {
+        if let Err(e) = pg.await_ready().and_then(|()| pg.ensure_database(DEFAULT_DB)) {
             // Not via drop: that would wait for the lock we still hold.
-            if let Err(stop_err) = pg.stop_locked() {
+            if let Err(stop_err) = pg.stop_locked("fast") {
                 warn!(error = %stop_err, "could not stop embedded postgresql after a failed start");
             }
             pg.stopped = true;
@@ -262,9 +339,20 @@ impl EmbeddedPg {
         self.started_here
     }
 
-    /// The cluster root given to `start`, made absolute.
+    /// The cluster's root directory: the configured one made absolute, or
+    /// where it was relocated (see [`cluster_root`]).
     pub fn root(&self) -> &Path {
         &self.cluster.root
+    }
+
+    /// The data directory (PGDATA) under [`root`](Self::root).
+    pub fn data_dir(&self) -> &Path {
+        &self.cluster.data
+    }
+
+    /// The server's log so far (`pg_ctl -l`), for diagnostics.
+    pub fn server_log(&self) -> String {
+        read_from(&self.cluster.log, 0)
     }
 
     /// Creates database `db` unless it exists (e.g. one per integration test).
@@ -292,27 +380,36 @@ impl EmbeddedPg {
             return Ok(());
         }
         let _lock = lock(&self.cluster.root)?;
-        self.stop_locked()
+        self.stop_locked("fast")
     }
 
-    /// `stop` for a caller that already holds the lock.
-    fn stop_locked(&mut self) -> Result<(), EmbeddedError> {
-        let mut cmd = self.cluster.tool("pg_ctl");
-        cmd.arg("stop").arg("-D").arg(&self.cluster.data).args(["-m", "fast", "-w", "-t"]);
-        cmd.arg(READY_TIMEOUT.as_secs().to_string());
-        if let Err(e) = run(&mut cmd, "pg_ctl stop") {
-            // Someone stopped it before us: the goal is reached.
-            if self.cluster.running_port()?.is_some() {
-                return Err(e);
-            }
-        }
-        self.stopped = true;
-        info!(root = %self.cluster.root.display(), port = self.port, "embedded postgresql stopped");
-        Ok(())
+    /// `pg_ctl stop -m immediate`: the server dies as in a crash, and the
+    /// next start recovers from the WAL. Also a server this value reused.
+    pub fn crash(&mut self) -> Result<(), EmbeddedError> {
+        let _lock = lock(&self.cluster.root)?;
+        self.stop_locked("immediate")
     }
 
-    /// Runs one statement through psql over TCP; returns unaligned, tuples-only output.
-    fn psql(&self, db: &str, sql: &str) -> Result<String, EmbeddedError> {
+    /// Starts the server again after `stop` or `crash`, on the same port.
+    /// This value then owns the server (stops it on drop).
+    pub fn start_again(&mut self) -> Result<(), EmbeddedError> {
+        let _lock = lock(&self.cluster.root)?;
+        self.start_locked()
+    }
+
+    /// `stop -m fast`, then a start on the same port: sessions are ended
+    /// and the server comes back, as `pg_ctl restart -m fast`.
+    pub fn restart_fast(&mut self) -> Result<(), EmbeddedError> {
+        let _lock = lock(&self.cluster.root)?;
+        self.stop_locked("fast")?;
+        self.start_locked()
+    }
+
+    /// Runs one statement through psql over TCP as the superuser; returns
+    /// psql's unaligned, tuples-only output (`|` between columns, a line
+    /// per row). One statement per call: ALTER SYSTEM refuses a string of
+    /// several.
+    pub fn psql(&self, db: &str, sql: &str) -> Result<String, EmbeddedError> {
         let psql = find_psql(&self.cluster.bin_dir)?;
         let mut cmd = Command::new(psql);
         scrub_env(&mut cmd);
@@ -321,6 +418,45 @@ impl EmbeddedPg {
             .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-d", db, "-c", sql]);
         let out = run(&mut cmd, &format!("psql -c {sql:?}"))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `pg_ctl stop -m <mode>` for a caller that holds the lock.
+    fn stop_locked(&mut self, mode: &str) -> Result<(), EmbeddedError> {
+        let mut cmd = self.cluster.tool("pg_ctl");
+        cmd.arg("stop").arg("-D").arg(&self.cluster.data).args(["-m", mode, "-w", "-t"]);
+        cmd.arg(READY_TIMEOUT.as_secs().to_string());
+        if let Err(e) = run(&mut cmd, "pg_ctl stop") {
+            // Someone stopped it before us: the goal is reached.
+            if self.cluster.running_port()?.is_some() {
+                return Err(e);
+            }
+        }
+        self.stopped = true;
+        info!(root = %self.cluster.root.display(), port = self.port, mode, "embedded postgresql stopped");
+        Ok(())
+    }
+
+    /// Starts the stopped server on `self.port`, for a caller that holds
+    /// the lock.
+    fn start_locked(&mut self) -> Result<(), EmbeddedError> {
+        self.port = self.cluster.start_server_on(self.port)?;
+        self.started_here = true;
+        self.stopped = false;
+        self.await_ready()?;
+        info!(root = %self.cluster.root.display(), port = self.port, "embedded postgresql started again");
+        Ok(())
+    }
+
+    /// Waits until the server we just started accepts connections.
+    fn await_ready(&self) -> Result<(), EmbeddedError> {
+        match self.cluster.wait_ready(self.port)? {
+            true => Ok(()),
+            false => Err(EmbeddedError::Start {
+                reason: "the server exited right after starting".into(),
+                log: self.cluster.log.clone(),
+                tail: tail(&read_from(&self.cluster.log, 0)),
+            }),
+        }
     }
 }
 
@@ -426,11 +562,23 @@ impl Cluster {
     /// `pg_ctl start -w` on a free port, retrying when the port was taken
     /// between our probe and the server's bind.
     fn start_server(&self) -> Result<u16, EmbeddedError> {
-        self.start_server_with(&mut free_port)
+        self.start_server_with(&mut free_port, PORT_ATTEMPTS, Duration::ZERO)
     }
 
-    /// `start_server` with the port picker as a seam for the clash test.
-    fn start_server_with(&self, pick_port: &mut dyn FnMut() -> io::Result<u16>) -> Result<u16, EmbeddedError> {
+    /// `pg_ctl start -w` on `port`, waiting while it is still taken.
+    fn start_server_on(&self, port: u16) -> Result<u16, EmbeddedError> {
+        self.start_server_with(&mut || Ok(port), SAME_PORT_ATTEMPTS, SAME_PORT_PAUSE)
+    }
+
+    /// `pg_ctl start -w` on the port `pick_port` gives, up to `attempts`
+    /// times while it is taken, `pause` apart (the picker is a seam for the
+    /// clash test).
+    fn start_server_with(
+        &self,
+        pick_port: &mut dyn FnMut() -> io::Result<u16>,
+        attempts: usize,
+        pause: Duration,
+    ) -> Result<u16, EmbeddedError> {
         let socket_dir = self.root.to_string_lossy().into_owned();
         // Too long a path would make the server refuse to start; TCP suffices.
         let socket_dir = if socket_dir.len() + "/.s.PGSQL.65535".len() < SUN_PATH_MAX {
@@ -445,9 +593,10 @@ impl Cluster {
             let port = pick_port().map_err(EmbeddedError::io("pick a free port on 127.0.0.1"))?;
             // pg_ctl hands -o to /bin/sh, hence the quoting.
             let opts = format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 \
-                 -c shared_buffers=128MB -c max_connections=100",
-                sh_quote(&socket_dir)
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c shared_buffers={} -c max_connections={}",
+                sh_quote(&socket_dir),
+                sh_quote(&self.settings.shared_buffers),
+                self.settings.max_connections
             );
             let log_start = fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
             debug!(port, attempt, "starting embedded postgresql");
@@ -459,8 +608,9 @@ impl Cluster {
                 return Ok(port);
             }
             let log_text = read_from(&self.log, log_start);
-            if log_text.contains("Address already in use") && attempt < PORT_ATTEMPTS {
+            if log_text.contains("Address already in use") && attempt < attempts {
                 warn!(port, attempt, "port taken before postgresql could bind it; retrying");
+                std::thread::sleep(pause);
                 continue;
             }
             let pg_ctl_out = combined(&out);
@@ -684,6 +834,75 @@ fn prepare_root(abs: &Path) -> Result<PathBuf, EmbeddedError> {
             .map_err(EmbeddedError::io(format!("chmod 0755 {}", dir.display())))?;
     }
     fs::canonicalize(abs).map_err(EmbeddedError::io(format!("resolve {}", abs.display())))
+}
+
+/// `path` made absolute (not resolved: it may not exist yet).
+fn absolute(path: &Path) -> Result<PathBuf, EmbeddedError> {
+    std::path::absolute(path).map_err(EmbeddedError::io(format!("resolve {}", path.display())))
+}
+
+fn canonical(path: &Path) -> Result<PathBuf, EmbeddedError> {
+    fs::canonicalize(path).map_err(EmbeddedError::io(format!("resolve {}", path.display())))
+}
+
+/// `abs` with its longest existing ancestor resolved (symlinks, `..`): the
+/// same string for the same place whether or not `abs` exists yet.
+fn canonical_lenient(abs: &Path) -> Result<PathBuf, EmbeddedError> {
+    let existing = abs.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    let rest = abs.strip_prefix(existing).unwrap_or(Path::new(""));
+    Ok(canonical(existing)?.join(rest))
+}
+
+/// Where the cluster configured at `abs` (absolute) lives; see the module
+/// docs. Only as root can the server user differ from us; as anyone else the
+/// configured root is used as it always was.
+fn locate(abs: &Path, state_dir: &Path) -> Result<Location, EmbeddedError> {
+    let Some(user) = server_user(&abs.join("data"))? else {
+        return Ok(Location::Configured(abs.to_path_buf()));
+    };
+    // Something is there already (a cluster, or what `start` will report):
+    // it stays where it is.
+    if abs.join("data").exists() {
+        return Ok(Location::Configured(abs.to_path_buf()));
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(canonical_lenient(abs)?.as_os_str().as_encoded_bytes());
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let relocated = state_dir.join(hash);
+    let reachable = match abs.ancestors().find(|p| p.exists()) {
+        Some(existing) => check_traversable(&canonical(existing)?, &user).is_ok(),
+        None => true,
+    };
+    Ok(if reachable && !relocated.join("data").exists() {
+        Location::Configured(abs.to_path_buf())
+    } else {
+        Location::Relocated { root: relocated, user: user.name, reachable_now: reachable }
+    })
+}
+
+/// Makes a relocated cluster root exist: `state_dir` owned by root, 0755
+/// (the server user passes through it; nobody else may plant a directory
+/// in it), and `root` 0700 with an `origin` file naming the configured
+/// path (`start` chowns `root` to the server user).
+fn prepare_state_root(root: &Path, configured: &Path) -> Result<(), EmbeddedError> {
+    let state_dir = root.parent().expect("a relocated root has a parent");
+    if !state_dir.exists() {
+        fs::create_dir_all(state_dir).map_err(EmbeddedError::io(format!("create {}", state_dir.display())))?;
+        fs::set_permissions(state_dir, fs::Permissions::from_mode(0o755))
+            .map_err(EmbeddedError::io(format!("chmod 0755 {}", state_dir.display())))?;
+    }
+    let meta = fs::symlink_metadata(state_dir).map_err(EmbeddedError::io(format!("stat {}", state_dir.display())))?;
+    if !meta.is_dir() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        return Err(EmbeddedError::UnsafeStateDir { dir: state_dir.to_path_buf() });
+    }
+    if !root.exists() {
+        fs::create_dir(root).map_err(EmbeddedError::io(format!("create {}", root.display())))?;
+    }
+    fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+        .map_err(EmbeddedError::io(format!("chmod 0700 {}", root.display())))?;
+    let origin = root.join("origin");
+    fs::write(&origin, format!("{}\n", configured.display()))
+        .map_err(EmbeddedError::io(format!("write {}", origin.display())))
 }
 
 /// None when we are not root (the tools run as us). As root: the owner of an
@@ -968,7 +1187,8 @@ mod tests {
                 free_port()
             }
         };
-        let port = pg.cluster.start_server_with(&mut pick).expect("retried on another port");
+        let port =
+            pg.cluster.start_server_with(&mut pick, PORT_ATTEMPTS, Duration::ZERO).expect("retried on another port");
         assert_eq!(picks, 2);
         assert_ne!(port, taken_port);
         // Hand the server back to an owner that stops it on drop.
@@ -1019,14 +1239,101 @@ mod tests {
     }
 
     #[test]
-    fn unreachable_parent_is_reported_not_started() {
+    fn crash_start_again_and_restart_fast_keep_the_port_and_the_data() {
+        let dir = tempdir();
+        let settings = Settings { shared_buffers: "32MB".into(), max_connections: 20 };
+        let mut pg = EmbeddedPg::start_with(&dir.path().join("pg"), settings).expect("start");
+        assert_eq!(sql(&pg, "SHOW shared_buffers"), "32MB");
+        assert_eq!(sql(&pg, "SHOW max_connections"), "20");
+        assert_eq!(pg.data_dir(), pg.root().join("data"));
+        let port = pg.port();
+        sql(&pg, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (3)");
+
+        pg.crash().expect("crash");
+        assert!(!accepts_tcp(port), "down after a crash");
+        pg.start_again().expect("start again");
+        assert_eq!(pg.port(), port);
+        assert_eq!(sql(&pg, "SELECT v FROM kept"), "3", "committed data survives a crash");
+        assert!(pg.server_log().contains("database system was interrupted"), "{}", pg.server_log());
+
+        let backend = sql(&pg, "SELECT pg_backend_pid()");
+        pg.restart_fast().expect("restart");
+        assert_eq!(pg.port(), port);
+        assert_ne!(sql(&pg, "SELECT pg_backend_pid()"), backend);
+        assert_eq!(sql(&pg, "SHOW max_connections"), "20", "settings kept across restarts");
+        assert_eq!(pg.psql(DEFAULT_DB, "SELECT 1, NULL, 'a'").unwrap(), "1||a\n");
+
+        pg.stop().expect("stop");
+        pg.start_again().expect("start again after stop");
+        assert!(pg.started_here());
+        drop(pg);
+        assert!(!accepts_tcp(port), "drop stops a server started again");
+    }
+
+    /// Fails unless we are root; (a dir for the state folder, a 0700 dir
+    /// the `postgres` user cannot enter).
+    fn as_root_with_a_private_dir() -> (tempfile::TempDir, tempfile::TempDir) {
         // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return; // only root switches user; as anyone else the tools run as us
-        }
+        assert_eq!(unsafe { libc::geteuid() }, 0, "needs root: run as root (CI does)");
         // tempfile 3.27 makes 0777 & !umask dirs; ask for a private one.
         let private = tempfile::Builder::new().permissions(fs::Permissions::from_mode(0o700)).tempdir().unwrap();
-        let err = EmbeddedPg::start(&private.path().join("pg")).expect_err("postgres cannot enter a 0700 dir");
+        (tempdir(), private)
+    }
+
+    /// As root: a cluster root the server user cannot reach goes to the
+    /// state folder, under the same name every time, and stays there.
+    #[test]
+    #[ignore = "needs root: the server runs as OS user postgres"]
+    fn a_root_out_of_reach_is_relocated_and_found_again() {
+        let (state, private) = as_root_with_a_private_dir();
+        let state_dir = state.path().join("ingestd-pg");
+        let configured = private.path().join("data/pg");
+        let abs = absolute(&configured).unwrap();
+
+        let mut pg = EmbeddedPg::start_in(&configured, Settings::default(), &state_dir).expect("relocated start");
+        let root = pg.root().to_path_buf();
+        assert_eq!(root.parent(), Some(state_dir.as_path()));
+        assert_eq!(
+            locate(&abs, &state_dir).unwrap(),
+            Location::Relocated { root: root.clone(), user: "postgres".into(), reachable_now: false }
+        );
+        let meta = fs::metadata(&root).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o700);
+        assert_eq!(meta.uid(), lookup_user("postgres").unwrap().0);
+        assert_eq!(fs::metadata(&state_dir).unwrap().mode() & 0o777, 0o755);
+        assert_eq!(fs::read_to_string(root.join("origin")).unwrap(), format!("{}\n", abs.display()));
+        assert!(!private.path().join("data").exists(), "nothing created in the unreachable folder");
+        sql(&pg, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (5)");
+        pg.stop().unwrap();
+        drop(pg);
+
+        // Reachable now: the cluster is found where it was made.
+        fs::set_permissions(private.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let want = Location::Relocated { root: root.clone(), user: "postgres".into(), reachable_now: true };
+        assert_eq!(locate(&abs, &state_dir).unwrap(), want);
+        let again = EmbeddedPg::start_in(&configured, Settings::default(), &state_dir).expect("second start");
+        assert_eq!(again.root(), root);
+        assert_eq!(sql(&again, "SELECT v FROM kept"), "5");
+        drop(again);
+
+        // A state folder others could write to is refused.
+        fs::set_permissions(&state_dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let other = tempfile::Builder::new().permissions(fs::Permissions::from_mode(0o700)).tempdir().unwrap();
+        let err = EmbeddedPg::start_in(&other.path().join("pg"), Settings::default(), &state_dir).unwrap_err();
+        assert!(matches!(err, EmbeddedError::UnsafeStateDir { .. }), "{err}");
+        assert!(!err.to_string().contains('\n'));
+    }
+
+    /// As root: something already in a configured root out of reach is not
+    /// abandoned for a new cluster elsewhere: the error names the folder.
+    #[test]
+    #[ignore = "needs root: the server runs as OS user postgres"]
+    fn an_existing_cluster_out_of_reach_is_reported_not_moved() {
+        let (state, private) = as_root_with_a_private_dir();
+        let state_dir = state.path().join("ingestd-pg");
+        fs::create_dir_all(private.path().join("pg/data")).unwrap();
+        let err = EmbeddedPg::start_in(&private.path().join("pg"), Settings::default(), &state_dir)
+            .expect_err("postgres cannot enter a 0700 dir");
         match &err {
             EmbeddedError::NotTraversable { dir, user, .. } => {
                 assert_eq!(dir, &fs::canonicalize(private.path()).unwrap());
@@ -1035,7 +1342,7 @@ mod tests {
             other => panic!("unexpected error: {other}"),
         }
         assert!(!err.to_string().contains('\n'));
-        assert!(!private.path().join("pg").exists(), "nothing created on failure");
+        assert!(!state_dir.exists(), "nothing relocated");
     }
 
     #[test]

@@ -1,19 +1,10 @@
 //! The integration suite: one binary, a real PostgreSQL, the real daemon.
+//! One module per subject; `support` holds the harness.
 
 mod support;
 
-mod bigfaults;
-mod cluster;
-mod corpora;
-mod crashpoints;
-mod e2e;
-mod faults;
-mod fsfaults;
-mod morefaults;
-mod pgfaults;
-mod props;
-mod replay;
-mod rootfaults;
-mod rootfaults2;
-mod schema;
-mod startup;
+mod database;
+mod files;
+mod input;
+mod process;
+mod resources;

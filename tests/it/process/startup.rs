@@ -1,9 +1,13 @@
 //! Start-up refuses bad settings and an unreachable database with one line
-//! and a non-zero exit, before touching any file.
+//! and a non-zero exit, before touching any file; a signal while it waits
+//! for its database ends it cleanly.
 
+use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
 
 fn one_line_error(stderr: &str) -> &str {
     let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("ingestd: ")).collect();
@@ -81,4 +85,32 @@ fn check_config_accepts_the_shipped_config() {
     let (status, stdout, stderr) = d.output(&["check-config", "--config", shipped]);
     assert!(status.success(), "{stderr}");
     assert_eq!(stdout.trim(), "config ok");
+}
+
+/// C5 at start-up (P1): a SIGTERM while the daemon still waits for its
+/// database stops it the documented way (it has nothing in flight: exit 0
+/// at once), not by the signal's default action, and touches no file.
+#[test]
+fn sigterm_during_start_up_exits_cleanly() {
+    let db = TestDb::new();
+    let mut d = Daemon::new(&db);
+    // Nothing listens there: start-up keeps retrying.
+    d.set("DATABASE_URL", &format!("postgres://postgres@127.0.0.1:{}/nowhere", free_port()));
+    d.set("INGESTD_DATABASE__STARTUP_TIMEOUT_SECS", "30");
+    d.drop_file("a.csv", valid_file(0, 10).as_bytes());
+    let mut child = d.spawn(&[]);
+    wait_until(LIMIT, "the daemon waits for the database", || d.log().contains("database not ready"));
+    signal(&child, libc::SIGTERM);
+    let status = wait_exit(&mut child, Duration::from_secs(5)).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("no exit within 5 s of SIGTERM; log:\n{}", d.log())
+    });
+    assert_eq!(
+        (status.code(), status.signal()),
+        (Some(0), None),
+        "SIGTERM while waiting for the database: {status:?}; log:\n{}",
+        d.log()
+    );
+    assert!(path_exists(&d.incoming().join("a.csv")));
+    assert_eq!(std::fs::read_dir(d.processed()).unwrap().count(), 0);
 }

@@ -18,7 +18,7 @@
 //! `--release` to go several times faster after a release build):
 //!
 //! ```text
-//! PROPTEST_CASES=100000 cargo test --test it props
+//! PROPTEST_CASES=100000 cargo test --test it input::props
 //! ```
 //!
 //! (proptest 1.x also applies `PROPTEST_CASES` over an explicit config; we
@@ -39,7 +39,8 @@ use ingestd::core::validate::validate;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-const BOM: &[u8] = b"\xEF\xBB\xBF";
+use crate::support::reader::{line_ends, read_with};
+use crate::support::BOM;
 /// Larger than any generated input: no record is ever cut.
 const NO_CAP: usize = 1 << 20;
 
@@ -72,16 +73,8 @@ struct Seen {
 /// One `RawRecord` is reused, as the reader intends, and its buffers are
 /// checked against the cap after every record.
 fn read_all(input: &[u8], offset: u64, line: u64, cap: usize, chunk: usize, header: bool) -> Vec<Seen> {
-    let mut reader = RecordReader::new(BufReader::with_capacity(chunk, input), offset, line, cap);
-    let mut rec = RawRecord::default();
     let mut seen = Vec::new();
-    let mut want_header = header;
-    loop {
-        let more = if want_header { reader.read_header(&mut rec) } else { reader.read_record(&mut rec) };
-        want_header = false;
-        if !more.expect("in-memory reads do not fail") {
-            break;
-        }
+    read_with(input, (offset, line), cap, chunk, header, |rec, offset_after, line_after| {
         // Memory: what is stored never passes the cap, and the buffers
         // (reused across records) stay O(cap) however long the record.
         assert!(rec.raw.len() <= cap, "raw {} > cap {cap}", rec.raw.len());
@@ -98,11 +91,10 @@ fn read_all(input: &[u8], offset: u64, line: u64, cap: usize, chunk: usize, head
             raw_truncated: rec.raw_truncated,
             fields: rec.fields().map(<[u8]>::to_vec).collect(),
             error: rec.error,
-            offset_after: reader.offset(),
-            line_after: reader.line(),
+            offset_after,
+            line_after,
         });
-    }
-    assert!(!reader.read_record(&mut rec).unwrap(), "end of stream is sticky");
+    });
     seen
 }
 
@@ -250,12 +242,6 @@ fn csv_bytes() -> impl Strategy<Value = Vec<u8>> {
         }
         v
     })
-}
-
-/// Line ends in `bytes` (`\r\n` counts once).
-fn line_ends(bytes: &[u8]) -> u64 {
-    (0..bytes.len()).filter(|&i| bytes[i] == b'\n' || (bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n'))).count()
-        as u64
 }
 
 fn check_reader(input: &[u8], cap: usize, chunk: usize) {

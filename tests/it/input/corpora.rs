@@ -1,5 +1,8 @@
 //! Outside CSV corpora (`../shared/corpora`, test suites written by other
-//! projects) run through our reader and through the daemon.
+//! projects) run through our reader and through the daemon. The corpora lie
+//! outside the repository: these tests are `#[ignore = "needs
+//! ../shared/corpora"]` (CI has them beside its clone and runs them with
+//! `--include-ignored`), and fail with that reason when run without them.
 //!
 //! Every corpus CSV file has one expected reading, rendered one string per
 //! record (header first): `3[a|b]` is a clean record starting on line 3 with
@@ -15,18 +18,16 @@
 //! reject at its expected line, with its raw bytes.
 
 use std::collections::BTreeMap;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ingestd::core::reader::RecordReader;
 use ingestd::core::record::RawRecord;
 use serde_json::Value;
 
+use crate::support::reader::{line_ends, read_with};
 use crate::support::*;
 
 const CORPORA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpora");
-const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 // ---------------------------------------------------------------------------
 // The tables: one line per corpus file.
@@ -130,6 +131,7 @@ const FILES: &[(&str, usize, Want)] = &[
 // ---------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs ../shared/corpora"]
 fn csv_spectrum_reads_as_upstream_expects() {
     for (name, _) in SPECTRUM {
         check(&format!("csv-spectrum/csvs/{name}.csv"), &spectrum(name));
@@ -137,6 +139,7 @@ fn csv_spectrum_reads_as_upstream_expects() {
 }
 
 #[test]
+#[ignore = "needs ../shared/corpora"]
 fn commons_csv_control_files_read_as_upstream_expects() {
     for (control, _, _) in COMMONS {
         let (csv, want) = commons(control);
@@ -145,6 +148,7 @@ fn commons_csv_control_files_read_as_upstream_expects() {
 }
 
 #[test]
+#[ignore = "needs ../shared/corpora"]
 fn other_corpus_files_read_as_expected() {
     for (path, _, _) in FILES {
         check(path, &expected(path));
@@ -154,6 +158,7 @@ fn other_corpus_files_read_as_expected() {
 /// No corpus file goes unchecked: every CSV has an expectation, every
 /// expected-output file is compared or skipped with a reason.
 #[test]
+#[ignore = "needs ../shared/corpora"]
 fn every_corpus_file_has_an_expectation() {
     let files = corpus_csv_files();
     assert!(files.len() >= 37, "corpora not found at {CORPORA}: {files:?}");
@@ -341,15 +346,8 @@ fn check(path: &str, want: &[String]) {
 
 /// Header and data records of `bytes`, read through a buffer of `buf` bytes.
 fn read_records(bytes: &[u8], buf: usize) -> Vec<RawRecord> {
-    let mut reader = RecordReader::new(BufReader::with_capacity(buf.min(1 << 16), bytes), 0, 1, 1 << 20);
     let mut records = Vec::new();
-    let mut rec = RawRecord::default();
-    if reader.read_header(&mut rec).unwrap() {
-        records.push(rec.clone());
-        while reader.read_record(&mut rec).unwrap() {
-            records.push(rec.clone());
-        }
-    }
+    read_with(bytes, (0, 1), 1 << 20, buf.min(1 << 16), true, |rec, _, _| records.push(rec.clone()));
     records
 }
 
@@ -361,12 +359,6 @@ fn raw_of<'a>(bytes: &'a [u8], r: &RawRecord) -> &'a [u8] {
         return all;
     }
     all.strip_suffix(b"\r\n").or_else(|| all.strip_suffix(b"\n")).or_else(|| all.strip_suffix(b"\r")).unwrap_or(all)
-}
-
-/// Line ends in `bytes` (`\r\n` counts once).
-fn line_ends(bytes: &[u8]) -> u64 {
-    (0..bytes.len()).filter(|&i| bytes[i] == b'\n' || (bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n'))).count()
-        as u64
 }
 
 fn render(r: &RawRecord) -> String {
@@ -401,8 +393,19 @@ fn esc(bytes: &[u8]) -> String {
     s
 }
 
+/// The corpora folder, or a failure that says what is missing.
+fn corpora() -> &'static Path {
+    let dir = Path::new(CORPORA);
+    assert!(
+        dir.is_dir(),
+        "needs ../shared/corpora (the outside CSV corpora beside the repository): {} not found",
+        dir.display()
+    );
+    dir
+}
+
 fn corpus(rel: &str) -> PathBuf {
-    Path::new(CORPORA).join(rel)
+    corpora().join(rel)
 }
 
 fn read(rel: &str) -> Vec<u8> {
@@ -422,7 +425,7 @@ fn corpus_csv_files() -> Vec<String> {
         }
     }
     let mut out = Vec::new();
-    walk(Path::new(CORPORA), &mut out);
+    walk(corpora(), &mut out);
     let mut names: Vec<String> =
         out.iter().map(|p| p.strip_prefix(CORPORA).unwrap().to_string_lossy().into_owned()).collect();
     names.sort();
@@ -437,6 +440,7 @@ fn corpus_csv_files() -> Vec<String> {
 /// reject at its expected line with its exact raw bytes, and every file adds
 /// up and is done.
 #[test]
+#[ignore = "needs ../shared/corpora"]
 fn daemon_rejects_every_corpus_row_as_missing_column() {
     let db = TestDb::new();
     let mut d = Daemon::new(&db);

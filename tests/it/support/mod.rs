@@ -1,0 +1,31 @@
+//! Test harness, one module per concern; a test file takes it all with
+//! `use crate::support::*`.
+//!
+//! - [`cluster`]: PostgreSQL through `ingestd::db::embedded`: the cluster
+//!   all tests share (a database per test) and a test's own cluster that it
+//!   stops, crashes or restarts.
+//! - [`db`]: a test's database and what the daemon wrote in it.
+//! - [`daemon`]: the real binary in a temp folder, signals, waits with
+//!   deadlines, HTTP, memory readings.
+//! - [`files`]: CSV rows and files of known content, and the folders'
+//!   contents.
+//! - [`oracle`]: end states checked against what the files say.
+//! - [`root`]: mechanisms that need root (mounts, chattr, sysctl, cgroups,
+//!   network namespaces); tests that use them are `#[ignore = "needs root:
+//!   …"]` and fail, not pass, when run without it.
+//! - [`reader`]: the CSV reader run over bytes in memory.
+
+pub mod cluster;
+pub mod daemon;
+pub mod db;
+pub mod files;
+pub mod oracle;
+pub mod reader;
+pub mod root;
+
+pub use cluster::*;
+pub use daemon::*;
+pub use db::*;
+pub use files::*;
+pub use oracle::*;
+pub use root::*;
