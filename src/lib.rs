@@ -9,6 +9,7 @@ pub mod db;
 pub mod disposal;
 pub mod failpoints;
 pub mod fsutil;
+pub mod generate;
 pub mod health;
 pub mod http;
 pub mod intake;

@@ -10,10 +10,10 @@ use std::time::Duration;
 use actix::prelude::*;
 use clap::{Parser, Subcommand};
 
-use ingestd::actors::generator::{file_name, GenSpec, RowMaker};
 use ingestd::config::{Config, LogFormat};
 use ingestd::db::embedded::EmbeddedPg;
 use ingestd::db::{self, Pool};
+use ingestd::generate::{file_name, DeclaredMaker, FileMaker, GenSpec, RowMaker};
 use ingestd::health::Health;
 use ingestd::supervisor::Supervisor;
 
@@ -35,22 +35,37 @@ struct ConfigArg {
     config: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct PipelineArg {
+    /// A pipeline declaration file, in addition to `pipelines.files`
+    /// (repeatable). With none, the built-in pipeline runs.
+    #[arg(long = "pipeline", value_name = "FILE")]
+    pipelines: Vec<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon until SIGTERM/SIGINT (or until idle).
     Run {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        pipelines: PipelineArg,
         /// Exit 0 once every file present (and any that arrive meanwhile)
         /// is committed and nothing is in flight.
         #[arg(long)]
         until_idle: bool,
     },
-    /// Write synthetic event files to the contract (temp name, then rename).
+    /// Write synthetic files (temp name, then rename): events to the
+    /// built-in contract, or rows of any declared pipeline.
     Generate {
         /// Folder to write into.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Generate for this pipeline declaration instead of the built-in
+        /// contract.
+        #[arg(long, value_name = "FILE")]
+        pipeline: Option<PathBuf>,
         /// Number of files; 0 = endless.
         #[arg(long, default_value_t = 10)]
         files: u64,
@@ -63,7 +78,7 @@ enum Command {
         /// Fraction of rows that break a rule.
         #[arg(long, default_value_t = 0.0)]
         bad_frac: f64,
-        /// Fraction of rows that repeat an earlier event_id.
+        /// Fraction of rows that repeat an earlier key.
         #[arg(long, default_value_t = 0.0)]
         dup_frac: f64,
         /// Seed for reproducible output.
@@ -83,16 +98,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Validate the config file and the folders without starting anything.
+    /// Validate the config file, the pipeline files and the folders without
+    /// starting anything.
     CheckConfig {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        pipelines: PipelineArg,
     },
     /// Re-run stored rejects of finished files through the current rules;
     /// rows that now pass are written (or counted as duplicates).
     ReplayRejects {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        pipelines: PipelineArg,
         /// Only this file (its name, as in `source_file`).
         #[arg(long, value_name = "F")]
         file: Option<String>,
@@ -147,9 +167,14 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> Result<u8, Fatal> {
     match command {
-        Command::Run { config, until_idle } => run(load_config(&config)?, until_idle),
-        Command::Generate { out, files, rows, interval_ms, bad_frac, dup_frac, seed } => {
-            generate(&out, files, rows, interval_ms, bad_frac, dup_frac, seed)
+        Command::Run { config, pipelines, until_idle } => {
+            let config = load_config(&config)?;
+            let planned = ingestd::pipelines::plan(&config, &pipelines.pipelines).map_err(Fatal::config)?;
+            run(config, planned, until_idle)
+        }
+        Command::Generate { out, pipeline, files, rows, interval_ms, bad_frac, dup_frac, seed } => {
+            let spec = GenSpec { rows, bad_frac, dup_frac };
+            generate(&out, pipeline.as_deref(), files, interval_ms, spec, seed)
         }
         Command::Migrate { config } => {
             let config = load_config(&config)?;
@@ -174,26 +199,30 @@ fn dispatch(command: Command) -> Result<u8, Fatal> {
                 Ok(0)
             })
         }
-        Command::ReplayRejects { config, file, reason, json } => {
+        Command::ReplayRejects { config, pipelines, file, reason, json } => {
+            let config = load_config(&config)?;
+            let planned = ingestd::pipelines::plan(&config, &pipelines.pipelines).map_err(Fatal::config)?;
             if let Some(r) = &reason {
-                let pipeline = ingestd::core::pipeline::builtin();
-                let known = pipeline.schema.reasons().into_iter().chain(ingestd::core::reason::RejectReason::BUILT_IN);
+                let known = planned
+                    .iter()
+                    .flat_map(|p| p.pipeline.reasons())
+                    .chain(ingestd::core::reason::RejectReason::BUILT_IN);
                 if !known.into_iter().any(|k| k.as_str() == r) {
-                    return Err(Fatal::config(format!("--reason {r}: not a reject reason")));
+                    return Err(Fatal::config(format!("--reason {r}: not a reject reason of these pipelines")));
                 }
             }
-            let config = load_config(&config)?;
             init_logging(&config);
             with_database(&config, |pool| async move {
                 db::migrate::run(&pool).await.map_err(Fatal::other)?;
-                let done = ingestd::replay::run(
-                    &pool,
-                    &ingestd::core::pipeline::builtin(),
-                    file.as_deref(),
-                    reason.as_deref(),
-                )
-                .await
-                .map_err(Fatal::other)?;
+                let mut done = Vec::new();
+                for p in &planned {
+                    let pipeline = prepare_tables(&pool, p).await?;
+                    done.extend(
+                        ingestd::replay::run(&pool, &pipeline, file.as_deref(), reason.as_deref())
+                            .await
+                            .map_err(Fatal::other)?,
+                    );
+                }
                 if json {
                     println!("{}", serde_json::to_string_pretty(&done).map_err(Fatal::other)?);
                 } else {
@@ -208,13 +237,43 @@ fn dispatch(command: Command) -> Result<u8, Fatal> {
                 Ok(0)
             })
         }
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, pipelines } => {
             let c = load_config(&config)?;
-            c.prepare_folders().map_err(Fatal::config)?;
+            let planned = ingestd::pipelines::plan(&c, &pipelines.pipelines).map_err(Fatal::config)?;
+            ingestd::pipelines::prepare_folders(&planned).map_err(Fatal::config)?;
+            for p in planned.iter().filter(|p| !p.is_builtin()) {
+                println!(
+                    "pipeline {} ({}): table {}, incoming {}",
+                    p.pipeline.name,
+                    p.pipeline.source,
+                    p.pipeline.table.plain(),
+                    p.incoming.display()
+                );
+            }
             println!("config ok");
             Ok(0)
         }
     }
+}
+
+/// Makes a pipeline's tables match its declaration (see `db::tables`) and
+/// returns the pipeline with each column's wire type as the table has it.
+async fn prepare_tables(
+    pool: &Pool,
+    p: &ingestd::pipelines::Planned,
+) -> Result<Arc<ingestd::core::pipeline::Pipeline>, Fatal> {
+    use ingestd::db::tables::TableError;
+    let prepared = db::tables::prepare(pool, &p.pipeline).await.map_err(|e| match &e {
+        TableError::Database { source, .. } if source.is_transient() => Fatal::database(&e),
+        TableError::Database { .. } => Fatal::other(&e),
+        TableError::Mismatch { .. } | TableError::Invalid { .. } => Fatal::config(&e),
+    })?;
+    for change in &prepared.changes {
+        tracing::info!(pipeline = %p.pipeline.name, "{change}");
+    }
+    let mut pipeline = (*p.pipeline).clone();
+    pipeline.set_wire_types(&prepared.wire_types);
+    Ok(Arc::new(pipeline))
 }
 
 fn load_config(arg: &ConfigArg) -> Result<Config, Fatal> {
@@ -271,11 +330,12 @@ where
     result
 }
 
-fn run(config: Config, until_idle: bool) -> Result<u8, Fatal> {
+fn run(config: Config, planned: Vec<ingestd::pipelines::Planned>, until_idle: bool) -> Result<u8, Fatal> {
     init_logging(&config);
-    config.prepare_folders().map_err(Fatal::config)?;
+    ingestd::pipelines::prepare_folders(&planned).map_err(Fatal::config)?;
     let (pg_config, embedded) = resolve_database(&config)?;
-    tracing::info!(database = %db::redacted(&pg_config), incoming = %config.paths.incoming.display(), "starting");
+    let names: Vec<&str> = planned.iter().map(|p| p.pipeline.name.as_str()).collect();
+    tracing::info!(database = %db::redacted(&pg_config), pipelines = ?names, "starting");
     let embedded = Arc::new(Mutex::new(embedded));
     let config = Arc::new(config);
     // actix's single-threaded runtime, with a small blocking pool: file
@@ -295,7 +355,7 @@ fn run(config: Config, until_idle: bool) -> Result<u8, Fatal> {
         async move {
             // Health first, so /healthz answers and /readyz says "not ready"
             // while the database is still away.
-            let health = Arc::new(Health::default());
+            let health = Arc::new(Health::new(planned.len()));
             let http = if config.http.listen.is_empty() {
                 None
             } else {
@@ -323,7 +383,18 @@ fn run(config: Config, until_idle: bool) -> Result<u8, Fatal> {
                     }
                 })
             };
-            let applied = tokio::select! {
+            let prepare = async {
+                let applied = prepare.await?;
+                // Each pipeline's tables, made to match its declaration
+                // before anything is read.
+                let mut ready = Vec::with_capacity(planned.len());
+                for p in planned {
+                    let pipeline = prepare_tables(&pool, &p).await?;
+                    ready.push(ingestd::pipelines::Planned { pipeline, ..p });
+                }
+                Ok::<_, Fatal>((applied, ready))
+            };
+            let (applied, planned) = tokio::select! {
                 r = prepare => r?,
                 _ = futures::StreamExt::next(&mut signals) => {
                     tracing::info!("signal during start-up: stopping");
@@ -340,8 +411,7 @@ fn run(config: Config, until_idle: bool) -> Result<u8, Fatal> {
                     let _ = pg.stop();
                 }
             });
-            let pipeline = ingestd::core::pipeline::builtin();
-            Supervisor::new(config.clone(), pipeline, pool, health, until_idle, http, signals, Some(hard_exit)).start();
+            Supervisor::new(config.clone(), planned, pool, health, until_idle, http, signals, Some(hard_exit)).start();
             Ok::<bool, Fatal>(true)
         }
     };
@@ -369,23 +439,28 @@ fn stop_embedded(embedded: &Mutex<Option<EmbeddedPg>>) {
 
 fn generate(
     out: &Path,
+    pipeline: Option<&Path>,
     files: u64,
-    rows: u64,
     interval_ms: Option<u64>,
-    bad_frac: f64,
-    dup_frac: f64,
+    spec: GenSpec,
     seed: Option<u64>,
 ) -> Result<u8, Fatal> {
-    if !(0.0..=1.0).contains(&bad_frac) || !(0.0..=1.0).contains(&dup_frac) {
+    if !(0.0..=1.0).contains(&spec.bad_frac) || !(0.0..=1.0).contains(&spec.dup_frac) {
         return Err(Fatal::config("--bad-frac and --dup-frac must be between 0 and 1"));
     }
+    let (mut maker, prefix): (Box<dyn FileMaker>, String) = match pipeline {
+        None => (Box::new(RowMaker::new(seed)), "events".into()),
+        Some(file) => {
+            let p = Arc::new(ingestd::pipelines::load_file(file).map_err(Fatal::config)?);
+            let name = p.name.clone();
+            (Box::new(DeclaredMaker::new(p, seed)), name)
+        }
+    };
     std::fs::create_dir_all(out).map_err(|e| Fatal::config(format!("--out {}: {e}", out.display())))?;
     let interval = Duration::from_millis(interval_ms.unwrap_or(if files == 0 { 1000 } else { 0 }));
-    let spec = GenSpec { rows, bad_frac, dup_frac };
-    let mut maker = RowMaker::new(seed);
     let mut seq = 0u64;
     while files == 0 || seq < files {
-        let name = file_name(seq);
+        let name = file_name(&prefix, seq);
         let stats = maker
             .write_file(out, &name, &spec)
             .map_err(|e| Fatal::other(format!("{}: {e}", out.join(&name).display())))?;

@@ -262,6 +262,8 @@ pub enum Left {
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct ChildFailed {
+    /// The pipeline whose data path must restart.
+    pub pipeline: String,
     pub actor: &'static str,
     pub file: Option<FileId>,
     pub error: String,

@@ -104,12 +104,22 @@ fn same_table(a: &pipeline::TableName, b: &pipeline::TableName) -> bool {
 }
 
 /// Creates each pipeline's output folders and checks all three are usable
-/// (see `Config::prepare_folder`).
+/// (see `config::prepare_folder`). A folder is named as its key: the
+/// pipeline file's (`<file>: incoming`) when it declares it, else the main
+/// config's (`paths.incoming`).
 pub fn prepare_folders(planned: &[Planned]) -> Result<(), ConfigError> {
     for p in planned {
-        crate::config::prepare_folder("incoming", &p.incoming, false)?;
-        crate::config::prepare_folder("processed", &p.processed, true)?;
-        crate::config::prepare_folder("bad_records", &p.bad_records, true)?;
+        let d = &p.pipeline;
+        let key = |declared: bool, name: &str| {
+            if declared {
+                format!("{}: {name}", d.source)
+            } else {
+                format!("paths.{name}")
+            }
+        };
+        crate::config::prepare_folder(&key(d.incoming.is_some(), "incoming"), &p.incoming, false)?;
+        crate::config::prepare_folder(&key(d.processed.is_some(), "processed"), &p.processed, true)?;
+        crate::config::prepare_folder(&key(d.bad_records.is_some(), "bad_records"), &p.bad_records, true)?;
     }
     Ok(())
 }

@@ -45,38 +45,53 @@ pub async fn read(pool: &Pool) -> Result<Vec<FileStatus>, DbError> {
         .collect())
 }
 
-/// A table for people: one line per file, then the totals.
+/// A table for people: one line per file, then the totals of each
+/// pipeline, then of all.
 pub fn render_text(files: &[FileStatus]) -> String {
-    let mut out = format!(
-        "{:<40} {:<11} {:>10} {:>10} {:>10} {:>10} {:>14}\n",
-        "FILE", "STATE", "ROWS", "WRITTEN", "DUPLICATE", "REJECTED", "OFFSET"
-    );
-    let (mut t, mut w, mut d, mut r) = (0, 0, 0, 0);
+    let line = |pipeline: &str, file: &str, state: &str, t: i64, w: i64, d: i64, r: i64, offset: &str| {
+        format!("{pipeline:<16} {file:<40} {state:<11} {t:>10} {w:>10} {d:>10} {r:>10} {offset:>14}")
+    };
+    let mut out = line("PIPELINE", "FILE", "STATE", 0, 0, 0, 0, "OFFSET")
+        .replace("         0          0          0          0", "      ROWS    WRITTEN  DUPLICATE   REJECTED");
+    out.push('\n');
+    let mut totals: Vec<(String, usize, [i64; 4])> = Vec::new();
     for f in files {
-        out.push_str(&format!(
-            "{:<40} {:<11} {:>10} {:>10} {:>10} {:>10} {:>14}{}\n",
-            f.file,
-            f.state,
+        out.push_str(&line(
+            &f.pipeline,
+            &f.file,
+            &f.state,
             f.rows_total,
             f.rows_written,
             f.rows_duplicate,
             f.rows_rejected,
-            f.committed_offset,
-            f.error.as_deref().map(|e| format!("  error: {e}")).unwrap_or_default()
+            &f.committed_offset.to_string(),
         ));
-        t += f.rows_total;
-        w += f.rows_written;
-        d += f.rows_duplicate;
-        r += f.rows_rejected;
+        if let Some(e) = &f.error {
+            out.push_str(&format!("  error: {e}"));
+        }
+        out.push('\n');
+        let i = match totals.iter().position(|(p, _, _)| *p == f.pipeline) {
+            Some(i) => i,
+            None => {
+                totals.push((f.pipeline.clone(), 0, [0; 4]));
+                totals.len() - 1
+            }
+        };
+        let t = &mut totals[i];
+        t.1 += 1;
+        for (sum, v) in t.2.iter_mut().zip([f.rows_total, f.rows_written, f.rows_duplicate, f.rows_rejected]) {
+            *sum += v;
+        }
     }
-    out.push_str(&format!(
-        "{:<40} {:<11} {:>10} {:>10} {:>10} {:>10}\n",
-        format!("{} files", files.len()),
-        "",
-        t,
-        w,
-        d,
-        r
-    ));
+    let mut all = [0i64; 4];
+    for (pipeline, n, t) in &totals {
+        out.push_str(&line(pipeline, &format!("{n} files"), "", t[0], t[1], t[2], t[3], ""));
+        out.push('\n');
+        for (sum, v) in all.iter_mut().zip(t) {
+            *sum += v;
+        }
+    }
+    out.push_str(&line("(all)", &format!("{} files", files.len()), "", all[0], all[1], all[2], all[3], ""));
+    out.push('\n');
     out
 }

@@ -35,7 +35,7 @@ use crate::disposal::{self, DiskError, Disposal, RejectsFile};
 use crate::messages::{
     BatchCommitted, BatchEnd, Claim, ClaimFiles, FileFinished, FileTask, Left, RecordFailure, SetWatcher,
 };
-use crate::metrics::metrics;
+use crate::metrics::{metrics, PipelineMetrics};
 use crate::retry::{retry, Backoff};
 
 /// Rejects fetched per query when writing a rejects file.
@@ -53,6 +53,7 @@ pub struct KeeperSettings {
 
 pub struct CheckpointKeeper {
     pool: Pool,
+    m: PipelineMetrics,
     settings: Arc<KeeperSettings>,
     watcher: Option<Recipient<FileFinished>>,
     /// Files whose after-commit disk work has not finished (the drain
@@ -71,6 +72,7 @@ impl CheckpointKeeper {
     pub fn new(pool: Pool, settings: KeeperSettings) -> Self {
         CheckpointKeeper {
             pool,
+            m: metrics().pipeline(&settings.pipeline),
             settings: Arc::new(settings),
             watcher: None,
             disk: Arc::new(DiskWork::default()),
@@ -111,6 +113,7 @@ impl CheckpointKeeper {
         self.marking = true;
         let files = std::mem::take(&mut self.to_mark);
         let pool = self.pool.clone();
+        let m = self.m.clone();
         let fut = async move {
             let ids: Vec<i64> = files.iter().map(|f| f.file_id).collect();
             let marked = retry("cannot mark files done", Backoff::new(RETRY_CAP), None, DbError::is_transient, || {
@@ -121,7 +124,7 @@ impl CheckpointKeeper {
                 tracing::error!(files = ids.len(), error = %e, "cannot mark files done");
                 HashMap::new()
             });
-            metrics().files_done.inc_by(done.len() as u64);
+            m.files_done.inc_by(done.len() as u64);
             (files, done)
         };
         ctx.spawn(fut.into_actor(self).map(|(files, done), act, ctx| {
@@ -140,7 +143,7 @@ impl CheckpointKeeper {
     /// at once: they are moved in rounds, one trip to the blocking pool per
     /// round. A move that fails is retried alone (`dispose`).
     fn marked_done(&mut self, file: Arc<FileTask>, rejected: i64, ctx: &mut Context<Self>) {
-        metrics().files_done.inc();
+        self.m.files_done.inc();
         self.disk.start();
         if rejected > 0 {
             self.dispose(file, Some(rejected), ctx);
@@ -179,7 +182,7 @@ impl CheckpointKeeper {
                                 act.tell_watcher(&file, left_by(&file, kept));
                             }
                             Err(e) => {
-                                metrics().disk_errors.inc();
+                                act.m.disk_errors.inc();
                                 tracing::warn!(file = %file.name, error = %e, "after-commit disk work failed; retrying");
                                 act.dispose(file, Some(0), ctx);
                             }
@@ -201,6 +204,7 @@ impl CheckpointKeeper {
     fn dispose(&mut self, file: Arc<FileTask>, rejected: Option<i64>, ctx: &mut Context<Self>) {
         let pool = self.pool.clone();
         let settings = self.settings.clone();
+        let m = self.m.clone();
         let fut = async move {
             let rejected = match rejected {
                 Some(r) => Some(r),
@@ -212,11 +216,11 @@ impl CheckpointKeeper {
                         .await;
                     match marked {
                         Ok(MarkedDone::Done { rejected }) => {
-                            metrics().files_done.inc();
+                            m.files_done.inc();
                             Some(rejected)
                         }
                         Ok(MarkedDone::Parked(error)) => {
-                            metrics().files_failed.inc();
+                            m.files_failed.inc();
                             tracing::error!(file = %file.name, %error, "file parked");
                             None
                         }
@@ -229,7 +233,7 @@ impl CheckpointKeeper {
                 }
             };
             let kept = match rejected {
-                Some(rejected) => dispose_until_done(&pool, &settings.disposal, &file, rejected).await,
+                Some(rejected) => dispose_until_done(&pool, &settings.disposal, &m, &file, rejected).await,
                 // Not done: the file stays where it is.
                 None => true,
             };
@@ -246,7 +250,13 @@ impl CheckpointKeeper {
 /// The disk work after a file is done: its rejects file, then the move or
 /// delete. Retried with backoff until it succeeds; never reads rows again.
 /// Returns whether the file is still at its path (kept).
-async fn dispose_until_done(pool: &Pool, disposal: &Disposal, file: &FileTask, rejected: i64) -> bool {
+async fn dispose_until_done(
+    pool: &Pool,
+    disposal: &Disposal,
+    m: &PipelineMetrics,
+    file: &FileTask,
+    rejected: i64,
+) -> bool {
     crate::failpoints::hit("before_disk_work", &file.name);
     let work = || async {
         if rejected > 0 {
@@ -263,7 +273,7 @@ async fn dispose_until_done(pool: &Pool, disposal: &Disposal, file: &FileTask, r
         Backoff::new(RETRY_CAP),
         None,
         |_: &DiskError| {
-            metrics().disk_errors.inc();
+            m.disk_errors.inc();
             true
         },
         work,
@@ -421,12 +431,13 @@ impl Handler<BatchCommitted> for CheckpointKeeper {
                 None => self.last_batch_committed(msg.file, ctx),
             },
             BatchEnd::Abort(error) if !error.is_permanent() => {
-                metrics().watch_errors.inc();
+                self.m.watch_errors.inc();
                 tracing::warn!(file = %msg.file.name, %error, "cannot read file; will retry later");
                 self.tell_watcher(&msg.file, Left::Retry(msg.file.stamp.clone()));
             }
             BatchEnd::Abort(error) => {
                 let pool = self.pool.clone();
+                let m = self.m.clone();
                 let file = msg.file;
                 let error = error.to_string();
                 let fut = async move {
@@ -437,7 +448,7 @@ impl Handler<BatchCommitted> for CheckpointKeeper {
                         .await;
                     match parked {
                         Ok(()) => {
-                            metrics().files_failed.inc();
+                            m.files_failed.inc();
                             tracing::error!(file = %file.name, %error, "file parked as failed: its content cannot be read");
                         }
                         Err(e) => tracing::error!(file = %file.name, error = %e, "cannot park file"),
@@ -459,10 +470,11 @@ impl Handler<RecordFailure> for CheckpointKeeper {
     fn handle(&mut self, msg: RecordFailure, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
         let limit = self.settings.max_file_attempts;
+        let m = self.m.clone();
         Box::pin(async move {
             let parked = files::record_failure(&pool, msg.file_id, &msg.error, limit).await?;
             if parked {
-                metrics().files_failed.inc();
+                m.files_failed.inc();
                 tracing::error!(file_id = msg.file_id, error = %msg.error, "file parked as failed after repeated failures");
             }
             Ok(parked)

@@ -102,6 +102,7 @@ impl Parser {
         let credits = self.credits.clone();
         let downstream = self.downstream.clone();
         let settings = self.settings.clone();
+        let settings_name = self.settings.pipeline.name.clone();
         // The file being read, for blaming a panic on the right one.
         let reading = Arc::new(AtomicI64::new(work.file_id()));
         let fut = async move {
@@ -114,6 +115,7 @@ impl Parser {
                 Ok(read) => read,
                 Err(join) => {
                     return Step::Failed(ChildFailed {
+                        pipeline: settings_name,
                         actor: "parser",
                         file: Some(reading.load(Ordering::Relaxed)),
                         error: panic_message(join),

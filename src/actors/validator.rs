@@ -55,6 +55,7 @@ impl Validator {
         let mut state = self.state.take().expect("checked above");
         let downstream = self.downstream.clone();
         let pipeline = self.pipeline.clone();
+        let name = self.pipeline.name.clone();
         // The file being validated, for blaming a panic on the right one.
         let validating = Arc::new(AtomicI64::new(batches.first().map_or(0, |b| b.file.file_id)));
         let now_validating = validating.clone();
@@ -78,6 +79,7 @@ impl Validator {
                     Ok(state)
                 }
                 Err(e) => Err(ChildFailed {
+                    pipeline: name,
                     actor: "validator",
                     file: Some(validating.load(Ordering::Relaxed)),
                     error: panic_message(e),

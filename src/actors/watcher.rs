@@ -43,7 +43,7 @@ use notify::{EventKind, RecursiveMode, Watcher as _};
 use crate::fsutil::Stamp;
 use crate::intake::{Claimed, Intake, Listing};
 use crate::messages::{Claim, ClaimFile, ClaimFiles, FileFinished, FileTask, Hint, IsIdle, ReadFiles, StopIntake};
-use crate::metrics::metrics;
+use crate::metrics::{metrics, PipelineMetrics};
 
 /// A claim's answer with the stat the file was identified with, or why it
 /// failed.
@@ -53,6 +53,8 @@ type ClaimResult = Result<(Claim, Stamp), String>;
 const TICK: Duration = Duration::from_millis(50);
 
 pub struct WatcherSettings {
+    /// The pipeline's name (for its metrics and logs).
+    pub pipeline: String,
     pub incoming: PathBuf,
     pub stable_for: Duration,
     pub rescan_interval: Duration,
@@ -61,6 +63,7 @@ pub struct WatcherSettings {
 
 pub struct Watcher {
     settings: WatcherSettings,
+    m: PipelineMetrics,
     claims: Recipient<ClaimFiles>,
     reader: Recipient<ReadFiles>,
     intake: Intake,
@@ -90,6 +93,7 @@ pub struct Watcher {
 impl Watcher {
     pub fn new(settings: WatcherSettings, claims: Recipient<ClaimFiles>, reader: Recipient<ReadFiles>) -> Self {
         Watcher {
+            m: metrics().pipeline(&settings.pipeline),
             intake: Intake::new(settings.stable_for, settings.files_in_flight),
             settings,
             claims,
@@ -184,7 +188,7 @@ impl Watcher {
                     act.dispatch(ctx);
                 }
                 Ok(Err(e)) => {
-                    metrics().watch_errors.inc();
+                    act.m.watch_errors.inc();
                     tracing::error!(folder = %act.settings.incoming.display(), error = %e, "cannot list the incoming folder");
                 }
                 Err(e) => tracing::error!(error = %e, "folder scan task failed"),
@@ -201,7 +205,7 @@ impl Watcher {
         if !picked.is_empty() {
             self.claim(picked, ctx);
         }
-        metrics().files_pending.set(self.intake.waiting() as i64);
+        self.m.files_pending.set(self.intake.waiting() as i64);
         self.pace_watch();
         // The window is running low and files wait beyond it: list again.
         if self.intake.wants_listing() {
@@ -333,7 +337,7 @@ impl Watcher {
                     // Unreadable (permission) or database down: looked at
                     // again on the next rescan, never marked done.
                     Err(e) => {
-                        metrics().watch_errors.inc();
+                        act.m.watch_errors.inc();
                         tracing::warn!(file = %path.display(), error = %e, "cannot claim file; will retry");
                         Claimed::Failed(stat)
                     }

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::core::pipeline::Pipeline;
+use crate::core::reason::RejectReason;
 use crate::core::validate::{validate_records, Validation};
 use crate::db::sql::PipelineSql;
 use crate::db::write::{
@@ -33,7 +34,7 @@ use crate::db::write::{
 use crate::db::{sql, DbError, Pool};
 use crate::health::Health;
 use crate::messages::{BatchCommitted, ChildFailed, FileId, Validated, ValidatedBatch};
-use crate::metrics::metrics;
+use crate::metrics::{metrics, PipelineMetrics};
 use crate::retry::Backoff;
 
 /// Batches (of different files) committed in one transaction at most.
@@ -121,6 +122,7 @@ impl Writer {
             supervisor,
             health,
             job: Arc::new(Job {
+                m: metrics().pipeline(&settings.pipeline.name),
                 pipeline: settings.pipeline,
                 sql: settings.sql,
                 timeout: settings.batch_timeout,
@@ -218,7 +220,12 @@ impl Writer {
             match result {
                 Ok(_) => act.pump(ctx),
                 Err((file_id, e)) => {
-                    act.supervisor.do_send(ChildFailed { actor: "writer", file: Some(file_id), error: e.to_string() });
+                    act.supervisor.do_send(ChildFailed {
+                        pipeline: act.job.pipeline.name.clone(),
+                        actor: "writer",
+                        file: Some(file_id),
+                        error: e.to_string(),
+                    });
                     ctx.stop();
                 }
             }
@@ -227,9 +234,9 @@ impl Writer {
 }
 
 /// What committing a pipeline's batches takes.
-#[derive(Debug)]
 struct Job {
     pipeline: Arc<Pipeline>,
+    m: PipelineMetrics,
     sql: Arc<PipelineSql>,
     timeout: Duration,
     /// For reading a refused batch again (`isolate`).
@@ -274,9 +281,9 @@ async fn write_group(
         match result {
             Ok(GroupOutcome::Committed(counts)) => {
                 health.set_db_ok(true);
-                metrics().batch_seconds.observe(started.elapsed().as_secs_f64());
+                job.m.batch_seconds.observe(started.elapsed().as_secs_f64());
                 for (b, c) in group.iter().zip(&counts) {
-                    count_committed(b, c);
+                    count_committed(&job.m, b.rejects.iter().map(|r| r.reason), c);
                 }
                 routes.committed(route);
                 tracing::debug!(
@@ -293,7 +300,7 @@ async fn write_group(
             }
             Err(e) if e.is_transient() => {
                 let what = format!("a group of {} files", group.len());
-                back_off(pool, &mut conn, &e, &mut backoff, health, &what).await;
+                back_off(pool, &mut conn, &e, &mut backoff, health, &job.m, &what).await;
             }
             Err(e) => {
                 tracing::info!(files = group.len(), reason = %e, "committing the group's batches one by one");
@@ -353,8 +360,8 @@ async fn write_with_retry(
                 health.set_db_ok(true);
                 let counts = match outcome {
                     Outcome::Committed(c) => {
-                        metrics().batch_seconds.observe(started.elapsed().as_secs_f64());
-                        count_committed(batch, &c);
+                        job.m.batch_seconds.observe(started.elapsed().as_secs_f64());
+                        count_committed(&job.m, batch.rejects.iter().map(|r| r.reason), &c);
                         c
                     }
                     Outcome::AlreadyCommitted | Outcome::Conflict => {
@@ -366,7 +373,7 @@ async fn write_with_retry(
                 return (conn, Ok(counts));
             }
             Err(e) if e.is_transient() => {
-                back_off(pool, &mut conn, &e, &mut backoff, health, &batch.file.name).await;
+                back_off(pool, &mut conn, &e, &mut backoff, health, &job.m, &batch.file.name).await;
             }
             Err(e) if e.is_data_error() => {
                 // Never retry the whole batch forever: find the rows at fault.
@@ -394,10 +401,11 @@ async fn back_off(
     e: &DbError,
     backoff: &mut Backoff,
     health: &Health,
+    m: &PipelineMetrics,
     what: &str,
 ) {
     health.set_db_ok(false);
-    metrics().db_errors.inc();
+    m.db_errors.inc();
     if let (DbError::Timeout { .. }, Some(stale)) = (e, conn.as_ref()) {
         terminate_backend(pool, stale.pid).await;
     }
@@ -425,15 +433,14 @@ async fn connected<'a>(
     Ok(conn.as_mut().expect("set just above"))
 }
 
-/// Metrics of one committed batch.
-fn count_committed(batch: &ValidatedBatch, c: &Counts) {
-    let m = metrics();
+/// Metrics of one committed batch, with its rejects' reasons.
+fn count_committed(m: &PipelineMetrics, reasons: impl Iterator<Item = RejectReason>, c: &Counts) {
     m.batches.inc();
     m.rows_written.inc_by(c.written);
     m.rows_duplicate.inc_by(c.duplicate);
     m.rows_rejected.inc_by(c.rejected);
-    for r in &batch.rejects {
-        m.rejects.with_label_values(&[r.reason.as_str()]).inc();
+    for r in reasons {
+        m.reject(r);
     }
 }
 
@@ -472,17 +479,13 @@ async fn isolate(conn: &mut WriterConn, batch: &ValidatedBatch, job: &Job) -> Re
             .unwrap_or_default()
     };
     let timeout = job.timeout;
-    let (outcome, refused) = tokio::time::timeout(timeout, commit_isolated(conn, &batch.as_db(), checked, &raw_of))
+    let isolated = tokio::time::timeout(timeout, commit_isolated(conn, &batch.as_db(), checked, &raw_of))
         .await
         .map_err(|_| DbError::Timeout { context: "isolating refused rows", timeout })??;
-    metrics().schema_refusals.inc_by(refused);
-    Ok(match outcome {
+    job.m.schema_refusals.inc_by(isolated.refused);
+    Ok(match isolated.outcome {
         Outcome::Committed(c) => {
-            let m = metrics();
-            m.batches.inc();
-            m.rows_written.inc_by(c.written);
-            m.rows_duplicate.inc_by(c.duplicate);
-            m.rows_rejected.inc_by(c.rejected);
+            count_committed(&job.m, isolated.reasons.into_iter(), &c);
             c
         }
         Outcome::AlreadyCommitted | Outcome::Conflict => Counts::default(),

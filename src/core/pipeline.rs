@@ -186,6 +186,16 @@ impl Pipeline {
         Loader { source }.pipeline(&doc)
     }
 
+    /// Every reason a row of this pipeline can get from its checks (the
+    /// labels its metric is initialised with).
+    pub fn reasons(&self) -> Vec<RejectReason> {
+        let mut all = self.schema.reasons();
+        if !self.derived.is_empty() {
+            all.push(RejectReason::DERIVED_FAILED);
+        }
+        all
+    }
+
     /// Rows go straight into the table by COPY only when PostgreSQL has
     /// nothing to compute on the way (no derived columns, no rollups).
     pub fn direct_copy_allowed(&self) -> bool {

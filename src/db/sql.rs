@@ -383,8 +383,13 @@ fn short_name(base: &str) -> String {
 /// `[indexes]`: `<table>_<column>_idx`, created if missing (the built-in
 /// table's indexes, made by its migration, have these names).
 pub fn create_index(table: &crate::core::pipeline::TableName, column: &str, method: &str) -> String {
-    let name = short_name(&format!("{}_{column}_idx", table.name));
+    let name = index_name(table, column);
     format!("CREATE INDEX IF NOT EXISTS {} ON {} USING {method} ({})", quote(&name), table.quoted(), quote(column))
+}
+
+/// The name of the `[indexes]` index of `column`.
+pub fn index_name(table: &crate::core::pipeline::TableName, column: &str) -> String {
+    short_name(&format!("{}_{column}_idx", table.name))
 }
 
 /// Holds writers off a table while a rollup is filled from it.

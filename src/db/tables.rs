@@ -154,9 +154,17 @@ async fn prepare_in(tx: &Transaction<'_>, p: &Pipeline, out: &mut Prepared) -> R
         }
     }
     for ix in &p.indexes {
-        tx.batch_execute(&sql::create_index(&p.table, &ix.column, ix.method.as_str()))
-            .await
-            .map_err(db("create index"))?;
+        // Only when missing: even `CREATE INDEX IF NOT EXISTS` waits for a
+        // lock on the table, and a start-up must not queue behind a
+        // long-held lock for nothing.
+        let name = p.table.sibling(&sql::index_name(&p.table, &ix.column)).quoted();
+        let exists: bool = tx.query_one(sql::RELATION_EXISTS, &[&name]).await.map_err(db("index"))?.get(0);
+        if !exists {
+            tx.batch_execute(&sql::create_index(&p.table, &ix.column, ix.method.as_str()))
+                .await
+                .map_err(db("create index"))?;
+            out.changes.push(format!("created index {} ({}) on {}", ix.column, ix.method.as_str(), p.table.plain()));
+        }
     }
 
     for (n, r) in p.rollups.iter().enumerate() {

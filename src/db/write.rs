@@ -167,12 +167,11 @@ pub enum Route {
 }
 
 impl Route {
-    fn count(self) {
-        let label = match self {
+    fn label(self) -> &'static str {
+        match self {
             Route::Direct => "direct",
             Route::Staging => "staging",
-        };
-        metrics().routes.with_label_values(&[label]).inc();
+        }
     }
 }
 
@@ -212,7 +211,7 @@ async fn put_events<'a>(
                 match copy_payload(tx, copy_table, events).await {
                     Ok(_) => {}
                     Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                        metrics().routes.with_label_values(&["direct_conflict"]).inc();
+                        metrics().route(&st.sql.pipeline, "direct_conflict");
                         return Ok(Put::Conflict);
                     }
                     Err(e) => return Err(DbError::pg("copy rows")(e)),
@@ -239,7 +238,7 @@ async fn put_events<'a>(
             }
         }
     }
-    route.count();
+    metrics().route(&st.sql.pipeline, route.label());
     Ok(Put::Written(written))
 }
 
@@ -480,14 +479,13 @@ pub fn reason_for_refusal(e: &DbError) -> RejectReason {
 /// which become rejects: `derived_failed` when a derived column's
 /// expression fails on the row (with the database's message), else the
 /// contract reason closest to the refusal. Everything else commits with the
-/// checkpoint, in one transaction as always. Returns the outcome and how
-/// many rows the database refused.
+/// checkpoint, in one transaction as always.
 pub async fn commit_isolated(
     conn: &mut WriterConn,
     b: &Batch<'_>,
     mut checked: Checked,
     raw_of: &dyn Fn(u64) -> (Vec<u8>, bool),
-) -> Result<(Outcome, u64), DbError> {
+) -> Result<Isolated, DbError> {
     if checked.rows != b.rows {
         return Err(DbError::Isolation { file_id: b.file_id, expected: b.rows, found: checked.rows });
     }
@@ -541,8 +539,9 @@ pub async fn commit_isolated(
             return Err(e);
         }
         tx.rollback().await.map_err(DbError::pg("rollback"))?;
-        return Ok((fence_missed(&conn.client, b).await?, 0));
+        return Ok(Isolated::not_written(fence_missed(&conn.client, b).await?));
     }
+    let reasons = checked.rejects.iter().map(|r| r.reason).collect();
     let counts = Counts {
         rows: b.rows,
         written,
@@ -552,8 +551,26 @@ pub async fn commit_isolated(
     };
     debug_assert_eq!(counts.rows, counts.written + counts.duplicate + counts.rejected);
     match advance_and_commit(tx, st, b, counts).await? {
-        Fenced::Committed(file_done) => Ok((Outcome::Committed(Counts { file_done, ..counts }), refused)),
-        Fenced::Missed => Ok((fence_missed(&conn.client, b).await?, 0)),
+        Fenced::Committed(file_done) => {
+            Ok(Isolated { outcome: Outcome::Committed(Counts { file_done, ..counts }), refused, reasons })
+        }
+        Fenced::Missed => Ok(Isolated::not_written(fence_missed(&conn.client, b).await?)),
+    }
+}
+
+/// What isolating a refused batch did.
+#[derive(Debug)]
+pub struct Isolated {
+    pub outcome: Outcome,
+    /// Rows the database refused (now rejects).
+    pub refused: u64,
+    /// The reason of every reject the transaction stored.
+    pub reasons: Vec<RejectReason>,
+}
+
+impl Isolated {
+    fn not_written(outcome: Outcome) -> Isolated {
+        Isolated { outcome, refused: 0, reasons: Vec::new() }
     }
 }
 

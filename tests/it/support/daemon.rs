@@ -277,15 +277,19 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
 }
 
 /// The value of an unlabelled sample in Prometheus text format.
+/// The value of metric `name` in a `/metrics` page, summed over its label
+/// sets (every pipeline's); `None` if the page has no such metric.
 pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let (n, v) = line.split_once(' ')?;
-        if n == name {
-            v.trim().parse().ok()
-        } else {
-            None
-        }
-    })
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, v) = line.rsplit_once(' ')?;
+            let n = series.split('{').next()?;
+            (n == name).then(|| v.trim().parse().ok()).flatten()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// Resident set size of a running process, in KiB (`VmRSS`).
