@@ -820,7 +820,9 @@ fn balanced(s: &str) -> Option<()> {
     (depth == 0).then_some(())
 }
 
-/// The aggregate of a measure that is one call of count/sum/min/max.
+/// The aggregate of a measure that is one call of count/sum/min/max,
+/// optionally with a `FILTER (WHERE …)` clause (the same combination rule
+/// holds for the filtered rows).
 fn aggregate_of(expr: &str) -> Option<Aggregate> {
     let open = expr.find('(')?;
     let agg = match expr[..open].trim().to_ascii_lowercase().as_str() {
@@ -830,12 +832,28 @@ fn aggregate_of(expr: &str) -> Option<Aggregate> {
         "max" => Aggregate::Max,
         _ => return None,
     };
-    // The call's closing parenthesis must be the last character: `sum(a) +
-    // sum(b)` is two calls.
-    let inner = &expr[open..];
+    // The call's closing parenthesis must end the measure, or be followed
+    // by one FILTER clause: `sum(a) + sum(b)` is two calls.
+    let close = open + matching_paren(&expr[open..])?;
+    if expr[open + 1..close].trim().is_empty() {
+        return None;
+    }
+    let rest = expr[close + 1..].trim();
+    if rest.is_empty() {
+        return Some(agg);
+    }
+    let filter = rest.get(..6).filter(|f| f.eq_ignore_ascii_case("filter"))?;
+    let clause = rest[filter.len()..].trim_start();
+    let end = matching_paren(clause)?;
+    (clause.starts_with('(') && end == clause.len() - 1).then_some(agg)
+}
+
+/// The index of the parenthesis closing the one `s` starts with (quotes
+/// skipped).
+fn matching_paren(s: &str) -> Option<usize> {
     let mut depth = 0;
     let mut quote: Option<char> = None;
-    for (i, c) in inner.char_indices() {
+    for (i, c) in s.char_indices() {
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
             (Some(_), _) => {}
@@ -844,7 +862,7 @@ fn aggregate_of(expr: &str) -> Option<Aggregate> {
             (None, ')') => {
                 depth -= 1;
                 if depth == 0 {
-                    return (i == inner.len() - 1 && inner[1..i].trim() != "").then_some(agg);
+                    return Some(i);
                 }
             }
             _ => {}
@@ -866,5 +884,204 @@ fn join(prefix: &str, key: &str) -> String {
         key.to_owned()
     } else {
         format!("{prefix}.{key}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::schema::Kind;
+
+    const HEAD: &str = "name = \"p\"\ntable = \"t\"\nkey = [\"id\"]\n[columns.id]\ntype = \"text\"\nrequired = true\n";
+
+    fn parse(text: &str) -> Result<Pipeline, String> {
+        Pipeline::parse("p.toml", text).map_err(|e| e.to_string())
+    }
+
+    /// A declaration's problem: one line naming the file and the key.
+    #[track_caller]
+    fn check_error(extra: &str, want: &str) {
+        let e = parse(&format!("{HEAD}{extra}")).expect_err("an error");
+        assert!(e.starts_with("pipeline file p.toml: "), "{e}");
+        assert!(e.contains(want), "expected {want:?} in {e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn every_declaration_problem_names_its_key() {
+        check_error("[columns.a]\ntype = \"string\"\n", "columns.a.type: unknown type \"string\"");
+        check_error("[columns.a]\ntype = \"text\"\nmaxlen = 3\n", "columns.a.maxlen: unknown key");
+        check_error("[columns.a]\nrequired = true\n", "columns.a.type: missing");
+        check_error("[columns.a]\ntype = \"int\"\nrange = \"[5, 1]\"\n", "columns.a.range: \"[5, 1]\" is not an interval");
+        check_error("[columns.a]\ntype = \"int\"\nrange = \"1..5\"\n", "columns.a.range:");
+        check_error("[columns.a]\ntype = \"int\"\nrange = \"[0.5, 2]\"\n", "columns.a.range: \"[0.5, 2]\": an int range has 64-bit integer ends");
+        check_error("[columns.a]\ntype = \"text\"\nrange = \"[0, 1]\"\n", "columns.a.range: not allowed for type text");
+        check_error("[columns.a]\ntype = \"int\"\nscale = 2\n", "columns.a.scale: not allowed for type int");
+        check_error("[columns.a]\ntype = \"enum\"\n", "columns.a.values: missing");
+        check_error("[columns.a]\ntype = \"enum\"\nvalues = []\n", "columns.a.values: expected a non-empty array");
+        check_error("[columns.a]\ntype = \"timestamp\"\nmax_future = \"soon\"\n", "columns.a.max_future: \"soon\" is not a duration");
+        check_error("[columns.a]\ntype = \"date\"\nmax_future = \"1d\"\n", "columns.a.max_future: not allowed for type date");
+        check_error("[columns.a]\ntype = \"int\"\ndefault = \"x\"\n", "columns.a.default: \"x\" is not a valid value of this column (invalid_number");
+        check_error("[columns.a]\ntype = \"int\"\nrange = \"[1, 9]\"\ndefault = 10\n", "columns.a.default: \"10\" is not a valid value");
+        check_error("[columns.a]\ntype = \"bool\"\nsql_type = \"integer\"\n", "columns.a.sql_type: \"integer\" cannot hold a bool column");
+        check_error("[columns.a]\ntype = \"text\"\nsql_type = \"text; DROP TABLE x\"\n", "columns.a.sql_type:");
+        check_error("[columns.a]\ntype = \"text\"\nsql_type = \"jsonb\"\n", "columns.a.sql_type: \"jsonb\": ingestd cannot write a text column of this type");
+        check_error("[columns.a]\ntype = \"text\"\nreason = \"odd\"\n", "columns.a.reason: not allowed for type text");
+        check_error("[columns.a]\ntype = \"uuid\"\nreason = \"Bad Id\"\n", "columns.a.reason: \"Bad Id\" must match");
+        check_error("[columns.Amount]\ntype = \"int\"\n", "columns.Amount: \"Amount\" is not a plain SQL name");
+        check_error("[columns.source_file]\ntype = \"text\"\n", "columns.source_file: source_file is a column ingestd adds");
+        check_error("colour = 1\n", "colour: unknown key");
+        check_error("[[rules]]\nreason = \"r\"\nwhen = { nope = \"x\" }\nrequire = { id = \"present\" }\n", "rules[0].when.nope: \"nope\" is not a declared column");
+        check_error("[[rules]]\nreason = \"r\"\nrequire = { id = \"big\" }\n", "rules[0].require.id: \"big\": expected present or nonzero");
+        check_error("[[rules]]\nreason = \"r\"\n", "rules[0].require: missing");
+        check_error("[derived]\nx = { sql = \"1; DROP TABLE t\", sql_type = \"int\" }\n", "derived.x.sql: not one SQL expression");
+        check_error("[derived]\nx = { sql = \"1 -- comment\", sql_type = \"int\" }\n", "derived.x.sql: not one SQL expression");
+        check_error("[derived]\nx = { sql = \"(1\", sql_type = \"int\" }\n", "derived.x.sql: not one SQL expression");
+        check_error("[derived]\nx = { sql = \"1\" }\n", "derived.x.sql_type: missing");
+        check_error("[derived]\nid = { sql = \"1\", sql_type = \"int\" }\n", "derived.id: id is already a column");
+        check_error("[indexes]\nnope = \"btree\"\n", "indexes.nope: \"nope\" is not a declared or derived column");
+        check_error("[indexes]\nid = \"gist\"\n", "indexes.id: \"gist\": expected btree, brin or hash");
+        check_error("[[rollups]]\ntable = \"r\"\ngroup_by = { id = \"id\" }\nmeasures = { n = \"avg(1)\" }\n", "rollups[0].measures.n: \"avg(1)\": a measure is count(*)");
+        check_error("[[rollups]]\ntable = \"r\"\ngroup_by = { id = \"id\" }\nmeasures = { n = \"sum(a) + sum(b)\" }\n", "rollups[0].measures.n");
+        check_error("[[rollups]]\ntable = \"r\"\ngroup_by = {}\nmeasures = { n = \"count(*)\" }\n", "rollups[0].group_by: at least one group column");
+        check_error("[[rollups]]\ntable = \"t\"\ngroup_by = { id = \"id\" }\nmeasures = { n = \"count(*)\" }\n", "rollups[0].table: t is already used");
+        check_error("[views]\nv = \"DELETE FROM t\"\n", "views.v: a view is a SELECT");
+        check_error("[views]\nt = \"SELECT 1\"\n", "views.t: t is already a table of this pipeline");
+        assert!(parse("name = \"p\"\ntable = \"t\"\nkey = [\"id\"]\n[columns.id]\ntype = \"text\"\n").unwrap_err().contains("key[0]: key column id must be required"));
+        assert!(parse("name = \"P\"\ntable = \"t\"\nkey = []\n[columns.id]\ntype = \"text\"\n").unwrap_err().contains("name: \"P\" must match"));
+        assert!(parse("name = \"p\"\nkey = []\n[columns.id]\ntype = \"text\"\n").unwrap_err().contains("table: missing"));
+        assert!(parse("name = \"p\"\ntable = \"a.b.c\"\nkey = []\n[columns.id]\ntype = \"text\"\n").unwrap_err().contains("table: \"b.c\" is not a plain SQL name"));
+        assert!(parse("name = \"p\"\ntable = \"t\"\nkey = []\n[columns]\n").unwrap_err().contains("columns: no columns declared"));
+        assert!(parse("name = ").unwrap_err().contains("(syntax)"));
+    }
+
+    /// One column of each type, and what a field's text becomes: `ok`, or
+    /// `reason (detail)`.
+    #[track_caller]
+    fn check_value(column: &str, input: &str, want: &str) {
+        let p = parse(&format!("name = \"p\"\ntable = \"t\"\nkey = []\n[columns.x]\n{column}\n")).unwrap();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z").unwrap().to_utc();
+        let got = match p.schema.columns[0].value(input, now) {
+            Ok(v) => format!("ok {v:?}"),
+            Err((r, d)) => format!("{r} (x: {d})"),
+        };
+        assert!(
+            got == want || got.starts_with(&format!("{want} ")) || got.starts_with(&format!("{want} (")),
+            "{column} / {input:?}: expected {want}, got {got}"
+        );
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn each_type_and_attribute_reads_and_checks_its_values() {
+        // text: max_len counts characters; required; default.
+        check_value("type = \"text\"\nmax_len = 3", "abc", "ok");
+        check_value("type = \"text\"\nmax_len = 3", "\u{e9}\u{e9}\u{e9}", "ok");
+        check_value("type = \"text\"\nmax_len = 3", "abcd", "too_long (x: longer than 3 characters)");
+        check_value("type = \"text\"\nrequired = true", "", "missing_field (x: empty)");
+        check_value("type = \"text\"", "", "ok Null");
+        check_value("type = \"text\"\nrequired = true\ndefault = \"n/a\"", "", "ok Text(\"n/a\")");
+        // uuid
+        check_value("type = \"uuid\"", "0F8FAD5B-D9CB-469F-A165-70867728950E", "ok");
+        check_value("type = \"uuid\"", "urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e", "ok");
+        check_value("type = \"uuid\"", "0f8fad5b", "invalid_uuid (x: not a UUID)");
+        check_value("type = \"uuid\"\nreason = \"bad_id\"", "0f8fad5b", "bad_id (x: not a UUID)");
+        // int: 64-bit, plain notation, ranges open and closed.
+        check_value("type = \"int\"", "-9223372036854775808", "ok Int(-9223372036854775808)");
+        check_value("type = \"int\"", "9223372036854775808", "out_of_range (x: not a 64-bit integer)");
+        check_value("type = \"int\"", "1.0", "invalid_number (x: not an integer)");
+        check_value("type = \"int\"", "+1", "invalid_number");
+        check_value("type = \"int\"\nrange = \"[1, 10]\"", "10", "ok");
+        check_value("type = \"int\"\nrange = \"[1, 10]\"", "11", "out_of_range (x: not in 1..=10)");
+        check_value("type = \"int\"\nrange = \"[1, 10)\"", "10", "out_of_range (x: not below 10)");
+        check_value("type = \"int\"\nrange = \"(0, )\"", "0", "out_of_range (x: not above 0)");
+        check_value("type = \"int\"\nrange = \"( , 0]\"", "1", "out_of_range (x: above 0)");
+        check_value("type = \"int\"\nrange = \"[5, )\"", "4", "out_of_range (x: below 5)");
+        check_value("type = \"int\"\nsql_type = \"smallint\"", "40000", "out_of_range (x: does not fit the column's type smallint)");
+        check_value("type = \"int\"\ndefault = 7", "", "ok Int(7)");
+        // decimal: scale, range, any length.
+        check_value("type = \"decimal\"\nscale = 2", "1.25", "ok");
+        check_value("type = \"decimal\"\nscale = 2", "1.250", "invalid_number (x: more than 2 decimals)");
+        check_value("type = \"decimal\"\nscale = 1", "1.25", "invalid_number (x: more than 1 decimal)");
+        check_value("type = \"decimal\"", "123456789012345678901234567890.123456789", "ok");
+        check_value("type = \"decimal\"", "1e3", "invalid_number (x: not a plain decimal number)");
+        check_value("type = \"decimal\"\nrange = \"[0, 100]\"", "100.00", "ok");
+        check_value("type = \"decimal\"\nrange = \"[0, 100]\"", "100.01", "out_of_range (x: not in 0..=100)");
+        check_value("type = \"decimal\"\nrange = \"[0, 1000000)\"", "-0.01", "out_of_range (x: negative)");
+        // bool
+        check_value("type = \"bool\"", "YES", "ok Bool(true)");
+        check_value("type = \"bool\"", "0", "ok Bool(false)");
+        check_value("type = \"bool\"", "maybe", "invalid_bool (x: not a boolean)");
+        // timestamp: the contract's forms, strftime formats, max_future.
+        check_value("type = \"timestamp\"", "2026-11-22 10:15:30", "ok");
+        check_value("type = \"timestamp\"", "22/11/2026", "invalid_timestamp (x: not a valid timestamp)");
+        check_value("type = \"timestamp\"\nformat = \"%d/%m/%Y %H:%M\"", "22/11/2026 10:15", "ok");
+        check_value("type = \"timestamp\"\nformat = \"%d/%m/%Y %H:%M\"", "2026-11-22 10:15:30", "invalid_timestamp");
+        check_value("type = \"timestamp\"\nformat = \"%s\"", "1795436130", "ok");
+        check_value("type = \"timestamp\"\nmax_future = \"1h\"", "2026-11-22T13:00:00Z", "ok");
+        check_value("type = \"timestamp\"\nmax_future = \"1h\"", "2026-11-22T13:00:01Z", "future_timestamp (x: more than 1 h after the daemon's clock)");
+        // date
+        check_value("type = \"date\"", "2024-02-29", "ok");
+        check_value("type = \"date\"", "2025-02-29", "invalid_date (x: not a valid date)");
+        check_value("type = \"date\"\nformat = \"%d.%m.%Y\"", "29.02.2024", "ok");
+        // enum: case-insensitive, stored lower case, reason override.
+        check_value("type = \"enum\"\nvalues = [\"Red\", \"blue\"]", "RED", "ok Text(\"red\")");
+        check_value("type = \"enum\"\nvalues = [\"red\", \"blue\"]", "green", "invalid_enum (x: not one of red, blue)");
+        check_value("type = \"enum\"\nvalues = [\"red\"]\nreason = \"bad_colour\"", "green", "bad_colour");
+    }
+
+    /// Rules after every column, in file order; `present` and `nonzero`.
+    #[test]
+    fn rules_apply_in_order_after_the_columns() {
+        use crate::core::record::RawRecord;
+        let p = parse(
+            "name = \"p\"\ntable = \"t\"\nkey = []\n\
+             [columns.status]\ntype = \"enum\"\nvalues = [\"refunded\", \"paid\"]\n\
+             [columns.amount]\ntype = \"decimal\"\n\
+             [columns.note]\ntype = \"text\"\n\
+             [[rules]]\nreason = \"refund_without_amount\"\nwhen = { status = \"REFUNDED\" }\nrequire = { amount = \"nonzero\" }\n\
+             [[rules]]\nreason = \"refund_without_note\"\nwhen = { status = \"refunded\" }\nrequire = { note = \"present\" }\n",
+        )
+        .unwrap();
+        let mut header = RawRecord::default();
+        for f in ["status", "amount", "note"] {
+            header.data.extend_from_slice(f.as_bytes());
+            header.bounds.push(header.data.len());
+        }
+        let header = crate::core::header::Header::parse(&p.schema, &header);
+        let check = |row: [&str; 3], want: &str| {
+            let mut rec = RawRecord::default();
+            for f in row {
+                rec.data.extend_from_slice(f.as_bytes());
+                rec.bounds.push(rec.data.len());
+            }
+            let mut values = Vec::new();
+            let got = match crate::core::validate::validate(&p.schema, &header, &rec, chrono::Utc::now(), &mut values) {
+                Ok(()) => "ok".to_owned(),
+                Err(r) => format!("{} ({})", r.reason, r.detail),
+            };
+            assert_eq!(got, want, "{row:?}");
+        };
+        check(["refunded", "0.00", ""], "refund_without_amount (amount: required and not zero when status = REFUNDED)");
+        check(["refunded", "5", ""], "refund_without_note (note: required when status = refunded)");
+        check(["refunded", "5", "late"], "ok");
+        check(["paid", "", ""], "ok");
+        check(["refunded", "x", ""], "invalid_number (amount: not a plain decimal number)");
+    }
+
+    #[test]
+    fn every_example_declaration_loads() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pipelines");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let p = Pipeline::parse(&path.display().to_string(), &text).unwrap_or_else(|e| panic!("{e}"));
+            names.push(p.name.clone());
+            assert!(matches!(p.schema.columns[0].kind, Kind::Uuid | Kind::Text), "{}", p.name);
+        }
+        names.sort();
+        assert_eq!(names, ["basic_events", "cart_events", "ecommerce", "transactions", "user_events"]);
     }
 }

@@ -6,5 +6,6 @@ mod support;
 mod database;
 mod files;
 mod input;
+mod pipelines;
 mod process;
 mod resources;
