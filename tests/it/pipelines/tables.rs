@@ -133,7 +133,7 @@ fn a_previous_release_database_is_upgraded_and_a_half_ingested_file_resumes() {
                 &fingerprint_of(content.as_bytes()),
                 &(content.len() as i64),
                 &(offset as i64),
-                &content[..header_len - 1].as_bytes(),
+                &&content.as_bytes()[..header_len - 1],
             ],
         )
         .unwrap();
