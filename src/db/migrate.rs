@@ -10,6 +10,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "file_header", include_str!("../../migrations/0002_file_header.sql")),
     (3, "files_hot_updates", include_str!("../../migrations/0003_files_hot_updates.sql")),
     (4, "pipelines", include_str!("../../migrations/0004_pipelines.sql")),
+    (5, "file_status", include_str!("../../migrations/0005_file_status.sql")),
 ];
 
 /// Applies pending migrations; returns the versions applied now.
