@@ -123,11 +123,13 @@ pub fn dispose(d: &Disposal, file: &FileTask) -> Result<bool, DiskError> {
             // Never overwrite an earlier file of the same name: this one
             // gets its fingerprint in its name instead (and replaces only
             // what an earlier run of this very identity left there).
-            let plain = d.processed.join(&file.name);
+            // The name as it is on disk (bytes: it need not be UTF-8).
+            let name = file.path.file_name().unwrap_or(file.name.as_ref());
+            let plain = d.processed.join(name);
             match crate::fsutil::move_file(&file.path, &plain, false) {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     let tagged =
-                        d.processed.join(crate::fsutil::tagged_name(&file.name, short_fingerprint(&file.fingerprint)));
+                        d.processed.join(crate::fsutil::tagged_name(name, short_fingerprint(&file.fingerprint)));
                     crate::fsutil::move_file(&file.path, &tagged, true)
                         .map_err(|source| DiskError::Move { to: tagged, source })
                 }

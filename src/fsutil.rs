@@ -2,8 +2,10 @@
 //! links, no blocking on FIFOs, fsync before rename, and moves that work
 //! across file systems.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -179,15 +181,46 @@ fn sync_dir(path: &Path) -> io::Result<()> {
 }
 
 /// `name` with `tag` before its `.csv`/`.csv.gz` ending: `a.csv` → `a.TAG.csv`.
-pub fn tagged_name(name: &str, tag: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    for ext in [".csv.gz", ".csv"] {
-        if lower.ends_with(ext) && name.len() > ext.len() {
-            let (stem, ending) = name.split_at(name.len() - ext.len());
-            return format!("{stem}.{tag}{ending}");
+/// Works on the name's bytes: a name need not be UTF-8.
+pub fn tagged_name(name: &OsStr, tag: &str) -> OsString {
+    let bytes = name.as_bytes();
+    let lower = bytes.to_ascii_lowercase();
+    for ext in [&b".csv.gz"[..], b".csv"] {
+        if lower.ends_with(ext) && bytes.len() > ext.len() {
+            let (stem, ending) = bytes.split_at(bytes.len() - ext.len());
+            return OsString::from_vec([stem, b".", tag.as_bytes(), ending].concat());
         }
     }
-    format!("{name}.{tag}")
+    OsString::from_vec([bytes, b".", tag.as_bytes()].concat())
+}
+
+/// A file name (or path) as text that shows what it was: itself when it is
+/// UTF-8; otherwise each byte that is not UTF-8 as `\xNN`, and a backslash
+/// as `\\`. Stored as `source_file`, in `ingest_files` and in logs.
+pub fn display_name(name: &OsStr) -> String {
+    if let Some(s) = name.to_str() {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    let mut rest = name.as_bytes();
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                out.push_str(&s.replace('\\', "\\\\"));
+                return out;
+            }
+            Err(e) => {
+                let (valid, after) = rest.split_at(e.valid_up_to());
+                let valid = std::str::from_utf8(valid).expect("valid up to here");
+                out.push_str(&valid.replace('\\', "\\\\"));
+                let bad = e.error_len().unwrap_or(after.len());
+                for b in &after[..bad] {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+                rest = &after[bad..];
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -196,9 +229,22 @@ mod tests {
 
     #[test]
     fn tags_go_before_the_extension() {
-        assert_eq!(tagged_name("a.csv", "x"), "a.x.csv");
-        assert_eq!(tagged_name("a.CSV.gz", "x"), "a.x.CSV.gz");
-        assert_eq!(tagged_name("odd", "x"), "odd.x");
+        let t = |n: &str| tagged_name(OsStr::new(n), "x");
+        assert_eq!(t("a.csv"), "a.x.csv");
+        assert_eq!(t("a.CSV.gz"), "a.x.CSV.gz");
+        assert_eq!(t("odd"), "odd.x");
+        assert_eq!(tagged_name(OsStr::from_bytes(b"b\xffd.csv"), "x"), OsStr::from_bytes(b"b\xffd.x.csv"));
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_show_what_they_were() {
+        let d = |b: &[u8]| display_name(OsStr::from_bytes(b));
+        assert_eq!(d(b"plain.csv"), "plain.csv");
+        assert_eq!(d(b"back\\slash.csv"), "back\\slash.csv", "UTF-8 names stay as they are");
+        assert_eq!(d(b"b\xffd.csv"), "b\\xffd.csv");
+        assert_eq!(d(b"\xc3\x28\\.csv"), "\\xc3(\\\\.csv");
+        assert_eq!(d(b"caf\xc3\xa9\xff.csv"), "caf\u{e9}\\xff.csv");
+        assert_ne!(d(b"a\xff.csv"), d(b"a\xfe.csv"));
     }
 
     #[test]

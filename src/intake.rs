@@ -57,12 +57,41 @@ pub enum Claimed {
 
 /// What a listing of the folder found: the first `window` candidate files
 /// by name (other than the held ones, with their stat), which of the held
-/// files are still there, and how many candidates wait beyond the window.
+/// files are still there, how many candidates wait beyond the window, and
+/// the entries with a candidate's name that are not regular files (at most
+/// `SKIPPED_HELD`, with what they are).
 #[derive(Debug, Default)]
 pub struct Listing {
     pub window: Vec<(PathBuf, Stamp)>,
     pub held_present: HashSet<PathBuf>,
     pub beyond: usize,
+    pub not_regular: Vec<(PathBuf, &'static str)>,
+}
+
+/// Entries not read that a listing reports by name, at most: a folder full
+/// of symlinks costs a count beyond this, not memory.
+pub const SKIPPED_HELD: usize = 1000;
+
+/// Why an entry of the folder whose name matches the input pattern is not
+/// read: a bounded set (a metric label, a column of `ingest_skipped`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// A directory, symbolic link, FIFO, socket or device: never opened.
+    NotRegularFile,
+    /// It cannot be opened or identified (permissions, an I/O error); tried
+    /// again on every periodic rescan.
+    Unreadable,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 2] = [SkipReason::NotRegularFile, SkipReason::Unreadable];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NotRegularFile => "not_regular_file",
+            SkipReason::Unreadable => "unreadable",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -402,6 +431,7 @@ mod tests {
             window: (0..window as u64).map(|n| (p(&format!("{n:05}.csv")), stat(1, n))).collect(),
             held_present: HashSet::new(),
             beyond: 1000,
+            not_regular: Vec::new(),
         };
         i.listed(listing, now);
         assert_eq!(i.waiting(), window + 1000);

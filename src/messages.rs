@@ -314,3 +314,19 @@ pub struct Hint {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetWatcher(pub Recipient<FileFinished>);
+
+/// Watcher → CheckpointKeeper: every entry of the incoming folder whose
+/// name matches the input pattern but which is not read, with why; the
+/// whole set, sent whenever it changes (recorded in `ingest_skipped`).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Skipped(pub Vec<SkippedEntry>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedEntry {
+    /// As `fsutil::display_name` shows it.
+    pub path: String,
+    /// A `intake::SkipReason`'s name.
+    pub reason: &'static str,
+    pub detail: String,
+}

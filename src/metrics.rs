@@ -32,6 +32,7 @@ pub struct Metrics {
     schema_refusals: IntCounterVec,
     routes: IntCounterVec,
     generated_files: IntCounterVec,
+    skipped: IntGaugeVec,
 }
 
 /// One pipeline's metrics, resolved once (an actor keeps its own copy).
@@ -95,6 +96,15 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(files_pending.clone())).expect("unique metric");
+        let skipped = IntGaugeVec::new(
+            Opts::new(
+                "ingestd_files_skipped",
+                "Entries of the incoming folder with an input file's name that are not read, by reason (not_regular_file, unreadable).",
+            ),
+            &["pipeline", "reason"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(skipped.clone())).expect("unique metric");
         Metrics {
             rows_written: per_pipeline("ingestd_rows_written_total", "Rows written to the pipeline's table."),
             rows_duplicate: per_pipeline("ingestd_rows_duplicate_total", "Valid rows whose key was already written."),
@@ -133,6 +143,7 @@ impl Metrics {
                 "Rows the validator accepted but PostgreSQL refused (validator and schema disagree): alert on it.",
             ),
             generated_files: per_pipeline("ingestd_generated_files_total", "Files written by the Generator."),
+            skipped,
             routes: counter_vec(
                 "ingestd_event_routes_total",
                 "Rows' routes into the table, per transaction attempt: direct (COPY into the table; presumed duplicates merged apart), staging (everything through a temp table and the ON CONFLICT merge), direct_conflict (a direct COPY met a stored key; redone through staging).",
@@ -172,7 +183,15 @@ impl Metrics {
         for route in ["direct", "staging", "direct_conflict"] {
             self.routes.with_label_values(&[pipeline, route]);
         }
+        for reason in crate::intake::SkipReason::ALL {
+            self.skipped.with_label_values(&[pipeline, reason.as_str()]);
+        }
         self.pipeline(pipeline);
+    }
+
+    /// Entries not read now, by reason.
+    pub fn skipped(&self, pipeline: &str, reason: &str, n: usize) {
+        self.skipped.with_label_values(&[pipeline, reason]).set(n as i64);
     }
 
     /// A transaction attempt's route (`direct`, `staging`,

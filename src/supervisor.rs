@@ -317,6 +317,7 @@ impl Supervisor {
             },
             ck.clone().recipient(),
             parser.clone().recipient(),
+            ck.clone().recipient(),
         )
         .start();
         ck.do_send(SetWatcher(watcher.clone().recipient()));

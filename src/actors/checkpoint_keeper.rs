@@ -2,8 +2,8 @@
 //! finishing, failures, parking) and starts the disk work of finished
 //! files.
 //!
-//! - Receives: `ClaimFiles` (Watcher), `BatchCommitted` (Writer),
-//!   `RecordFailure` (Supervisor).
+//! - Receives: `ClaimFiles`, `Skipped` (Watcher), `BatchCommitted`
+//!   (Writer), `RecordFailure` (Supervisor).
 //! - Emits: `FileFinished` to the Watcher.
 //! - State: the files whose after-commit disk work is running
 //!   ([`DiskWork`], which the drain waits on); files waiting for the next
@@ -33,7 +33,7 @@ use crate::db::files::{self, FileState, Identity, MarkedDone};
 use crate::db::{DbError, Pool};
 use crate::disposal::{self, DiskError, Disposal, RejectsFile};
 use crate::messages::{
-    BatchCommitted, BatchEnd, Claim, ClaimFiles, FileFinished, FileTask, Left, RecordFailure, SetWatcher,
+    BatchCommitted, BatchEnd, Claim, ClaimFiles, FileFinished, FileTask, Left, RecordFailure, SetWatcher, Skipped,
 };
 use crate::metrics::{metrics, PipelineMetrics};
 use crate::retry::{retry, Backoff};
@@ -66,6 +66,12 @@ pub struct CheckpointKeeper {
     /// and whether a round runs.
     to_move: Vec<Arc<FileTask>>,
     moving: bool,
+    /// The latest set of entries not read, waiting to be recorded, and
+    /// whether a recording runs.
+    skipped: Option<Vec<crate::messages::SkippedEntry>>,
+    recording_skipped: bool,
+    /// The last read error said of each file that could not be read.
+    read_errors: HashMap<i64, String>,
 }
 
 impl CheckpointKeeper {
@@ -80,6 +86,9 @@ impl CheckpointKeeper {
             marking: false,
             to_move: Vec::new(),
             moving: false,
+            skipped: None,
+            recording_skipped: false,
+            read_errors: HashMap::new(),
         }
     }
 
@@ -391,7 +400,7 @@ impl Handler<ClaimFiles> for CheckpointKeeper {
                 .0
                 .iter()
                 .map(|f| Identity {
-                    path: f.path.to_string_lossy().into_owned(),
+                    path: crate::fsutil::display_name(f.path.as_os_str()),
                     name: &f.name,
                     fingerprint: &f.fingerprint,
                     size: f.stamp.size,
@@ -432,7 +441,22 @@ impl Handler<BatchCommitted> for CheckpointKeeper {
             },
             BatchEnd::Abort(error) if !error.is_permanent() => {
                 self.m.watch_errors.inc();
-                tracing::warn!(file = %msg.file.name, %error, "cannot read file; will retry later");
+                // Said once (and kept as the file's error for `ingestd
+                // status`), not at every retry.
+                let text = error.to_string();
+                if self.read_errors.get(&msg.file.file_id) != Some(&text) {
+                    tracing::warn!(file = %msg.file.name, error = %text, "cannot read file; will retry later");
+                    let (pool, id, error) = (self.pool.clone(), msg.file.file_id, text.clone());
+                    ctx.spawn(
+                        async move {
+                            if let Err(e) = files::note_error(&pool, id, &error).await {
+                                tracing::debug!(error = %e, "cannot record the read error");
+                            }
+                        }
+                        .into_actor(self),
+                    );
+                    self.read_errors.insert(msg.file.file_id, text);
+                }
                 self.tell_watcher(&msg.file, Left::Retry(msg.file.stamp.clone()));
             }
             BatchEnd::Abort(error) => {
@@ -461,6 +485,48 @@ impl Handler<BatchCommitted> for CheckpointKeeper {
                 }));
             }
         }
+    }
+}
+
+impl Handler<Skipped> for CheckpointKeeper {
+    type Result = ();
+
+    /// Records the entries the Watcher does not read. A newer set replaces
+    /// an older one, so only the latest waits while one is being written.
+    fn handle(&mut self, msg: Skipped, ctx: &mut Context<Self>) {
+        self.skipped = Some(msg.0);
+        self.record_skipped(ctx);
+    }
+}
+
+impl CheckpointKeeper {
+    fn record_skipped(&mut self, ctx: &mut Context<Self>) {
+        if self.recording_skipped {
+            return;
+        }
+        let Some(entries) = self.skipped.take() else { return };
+        self.recording_skipped = true;
+        // Bookkeeping the drain and `--until-idle` wait for, like disk work.
+        self.disk.start();
+        let pool = self.pool.clone();
+        let pipeline = self.settings.pipeline.clone();
+        let entries: Vec<(String, &'static str, String)> =
+            entries.into_iter().map(|e| (e.path, e.reason, e.detail)).collect();
+        let fut = async move {
+            let recorded =
+                retry("cannot record skipped entries", Backoff::new(RETRY_CAP), None, DbError::is_transient, || {
+                    files::record_skipped(&pool, &pipeline, &entries)
+                })
+                .await;
+            if let Err(e) = recorded {
+                tracing::error!(error = %e, "cannot record skipped entries");
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(|(), act, ctx| {
+            act.recording_skipped = false;
+            act.disk.end();
+            act.record_skipped(ctx);
+        }));
     }
 }
 

@@ -30,7 +30,7 @@
 //! would wake this actor several times per file for nothing. For the same
 //! reason the watch is paused while a backlog waits (`pace_watch`).
 
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,13 +41,23 @@ use actix::prelude::*;
 use notify::{EventKind, RecursiveMode, Watcher as _};
 
 use crate::fsutil::Stamp;
-use crate::intake::{Claimed, Intake, Listing};
-use crate::messages::{Claim, ClaimFile, ClaimFiles, FileFinished, FileTask, Hint, IsIdle, ReadFiles, StopIntake};
+use crate::intake::{Claimed, Intake, Listing, SkipReason};
+use crate::messages::{
+    Claim, ClaimFile, ClaimFiles, FileFinished, FileTask, Hint, IsIdle, ReadFiles, Skipped, SkippedEntry, StopIntake,
+};
 use crate::metrics::{metrics, PipelineMetrics};
 
 /// A claim's answer with the stat the file was identified with, or why it
 /// failed.
-type ClaimResult = Result<(Claim, Stamp), String>;
+type ClaimResult = Result<(Claim, Stamp), ClaimError>;
+
+/// Why a file could not be claimed.
+enum ClaimError {
+    /// The file itself cannot be opened or identified.
+    File(String),
+    /// The claim did not reach the database (or it refused).
+    Database(String),
+}
 
 /// How often candidates are re-checked for stability.
 const TICK: Duration = Duration::from_millis(50);
@@ -88,11 +98,31 @@ pub struct Watcher {
     notify: Option<notify::RecommendedWatcher>,
     /// The folder is being watched (not paused for a backlog).
     watching: bool,
+    /// Nothing silent: entries with a candidate's name that are not read.
+    /// Not regular files, as the last listing found them (what they are);
+    /// files that cannot be opened or identified (the error); and what was
+    /// last reported of both (logged once, counted, recorded by the
+    /// CheckpointKeeper in `ingest_skipped`).
+    not_regular: HashMap<PathBuf, &'static str>,
+    unreadable: HashMap<PathBuf, String>,
+    reported: BTreeMap<PathBuf, (SkipReason, String)>,
+    skipped_synced: bool,
+    skipped_to: Recipient<Skipped>,
 }
 
 impl Watcher {
-    pub fn new(settings: WatcherSettings, claims: Recipient<ClaimFiles>, reader: Recipient<ReadFiles>) -> Self {
+    pub fn new(
+        settings: WatcherSettings,
+        claims: Recipient<ClaimFiles>,
+        reader: Recipient<ReadFiles>,
+        skipped_to: Recipient<Skipped>,
+    ) -> Self {
         Watcher {
+            not_regular: HashMap::new(),
+            unreadable: HashMap::new(),
+            reported: BTreeMap::new(),
+            skipped_synced: false,
+            skipped_to,
             m: metrics().pipeline(&settings.pipeline),
             intake: Intake::new(settings.stable_for, settings.files_in_flight),
             settings,
@@ -182,9 +212,13 @@ impl Watcher {
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.scanning = false;
             match res {
-                Ok(Ok(listing)) => {
+                Ok(Ok(mut listing)) => {
                     act.scans_completed += 1;
+                    act.not_regular = std::mem::take(&mut listing.not_regular).into_iter().collect();
+                    let listed: HashSet<&PathBuf> = listing.window.iter().map(|(p, _)| p).collect();
+                    act.unreadable.retain(|p, _| listing.held_present.contains(p) || listed.contains(p));
                     act.intake.listed(listing, Instant::now());
+                    act.report_skipped();
                     act.dispatch(ctx);
                 }
                 Ok(Err(e)) => {
@@ -278,7 +312,7 @@ impl Watcher {
             for (path, stat, fp) in identified {
                 match fp {
                     Ok(fp) => asked.push((path, stat, fp)),
-                    Err(e) => outcomes.push((path, stat, Err(e.to_string()))),
+                    Err(e) => outcomes.push((path, stat, Err(ClaimError::File(e.to_string())))),
                 }
             }
             if !asked.is_empty() {
@@ -287,7 +321,7 @@ impl Watcher {
                         .iter()
                         .map(|(path, _, fp)| ClaimFile {
                             path: path.clone(),
-                            name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                            name: path.file_name().map(crate::fsutil::display_name).unwrap_or_default(),
                             fingerprint: fp.fingerprint.clone(),
                             stamp: fp.stat.clone(),
                         })
@@ -299,8 +333,10 @@ impl Watcher {
                             outcomes.push((path, stat, Ok((claim, fp.stat))));
                         }
                     }
-                    Ok(Err(e)) => outcomes.extend(asked.into_iter().map(|(p, s, _)| (p, s, Err(e.to_string())))),
-                    Err(e) => outcomes.extend(asked.into_iter().map(|(p, s, _)| (p, s, Err(e.to_string())))),
+                    Ok(Err(e)) => outcomes
+                        .extend(asked.into_iter().map(|(p, s, _)| (p, s, Err(ClaimError::Database(e.to_string()))))),
+                    Err(e) => outcomes
+                        .extend(asked.into_iter().map(|(p, s, _)| (p, s, Err(ClaimError::Database(e.to_string()))))),
                 }
             }
             // Whether the files that failed are still there, off the actor
@@ -325,18 +361,30 @@ impl Watcher {
                     Ok((Claim::Read(task), _)) => {
                         tracing::debug!(file = %task.name, "claimed");
                         tasks.push(task);
+                        act.unreadable.remove(&path);
                         Claimed::Read
                     }
-                    Ok((Claim::Done | Claim::Parked, identified)) => Claimed::Finished(identified),
+                    Ok((Claim::Done | Claim::Parked, identified)) => {
+                        act.unreadable.remove(&path);
+                        Claimed::Finished(identified)
+                    }
                     // Gone meanwhile (e.g. a stale scan entry of a file
                     // already finished and moved): nothing to do.
                     Err(_) if gone => {
                         tracing::debug!(file = %path.display(), "file vanished before it was claimed");
+                        act.unreadable.remove(&path);
                         Claimed::Vanished
                     }
-                    // Unreadable (permission) or database down: looked at
-                    // again on the next rescan, never marked done.
-                    Err(e) => {
+                    // Unreadable (permission): reported once (see
+                    // `report_skipped`), looked at again on the next
+                    // rescan, never marked done.
+                    Err(ClaimError::File(e)) => {
+                        act.m.watch_errors.inc();
+                        act.unreadable.insert(path.clone(), e);
+                        Claimed::Failed(stat)
+                    }
+                    // The database is away: tried again on the next rescan.
+                    Err(ClaimError::Database(e)) => {
                         act.m.watch_errors.inc();
                         tracing::warn!(file = %path.display(), error = %e, "cannot claim file; will retry");
                         Claimed::Failed(stat)
@@ -344,6 +392,7 @@ impl Watcher {
                 };
                 act.intake.claimed(path, outcome);
             }
+            act.report_skipped();
             if !tasks.is_empty() {
                 let reader = act.reader.clone();
                 ctx.spawn(
@@ -357,6 +406,42 @@ impl Watcher {
             }
             act.dispatch(ctx);
         }));
+    }
+
+    /// Reports the entries not read when that set changes: each new one
+    /// once at warn, the count by reason as a metric, and the whole set to
+    /// the CheckpointKeeper (for `ingest_skipped`, what `ingestd status`
+    /// and the status page show).
+    fn report_skipped(&mut self) {
+        let now: BTreeMap<PathBuf, (SkipReason, String)> = (self.not_regular.iter())
+            .map(|(p, kind)| (p.clone(), (SkipReason::NotRegularFile, format!("{kind}: never opened"))))
+            .chain(self.unreadable.iter().map(|(p, e)| (p.clone(), (SkipReason::Unreadable, e.clone()))))
+            .collect();
+        // The first report after a start always goes: it replaces what an
+        // earlier run left in `ingest_skipped`.
+        if now == self.reported && self.skipped_synced {
+            return;
+        }
+        self.skipped_synced = true;
+        for (path, (reason, detail)) in &now {
+            if self.reported.get(path).is_none_or(|(r, _)| r != reason) {
+                tracing::warn!(pipeline = %self.settings.pipeline, file = %crate::fsutil::display_name(path.as_os_str()), reason = reason.as_str(), %detail, "not reading this entry");
+            }
+        }
+        for reason in SkipReason::ALL {
+            let n = now.values().filter(|(r, _)| *r == reason).count();
+            metrics().skipped(&self.settings.pipeline, reason.as_str(), n);
+        }
+        let entries = now
+            .iter()
+            .map(|(p, (r, d))| SkippedEntry {
+                path: crate::fsutil::display_name(p.as_os_str()),
+                reason: r.as_str(),
+                detail: d.clone(),
+            })
+            .collect();
+        self.skipped_to.do_send(Skipped(entries));
+        self.reported = now;
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -489,16 +574,17 @@ impl Handler<IsIdle> for Watcher {
     }
 }
 
-/// `*.csv` and `*.csv.gz` in any letter case, not hidden or temporary.
+/// `*.csv` and `*.csv.gz` in any letter case, not hidden or temporary. By
+/// the name's bytes: a name need not be UTF-8 to be read.
 pub fn is_candidate_name(path: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-        return false;
-    };
-    if name.starts_with('.') {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(name) = path.file_name() else { return false };
+    let name = name.as_bytes();
+    if name.starts_with(b".") {
         return false;
     }
     let lower = name.to_ascii_lowercase();
-    (lower.ends_with(".csv") && lower.len() > 4) || (lower.ends_with(".csv.gz") && lower.len() > 7)
+    (lower.ends_with(b".csv") && lower.len() > 4) || (lower.ends_with(b".csv.gz") && lower.len() > 7)
 }
 
 /// lstat: only regular files qualify; symlinks, FIFOs, sockets and
@@ -521,6 +607,7 @@ fn list_candidates(dir: &Path, held: &HashSet<PathBuf>, limit: usize) -> std::io
     let mut heap: BinaryHeap<OsString> = BinaryHeap::new();
     let mut held_present = HashSet::new();
     let mut beyond = 0;
+    let mut not_regular = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
@@ -531,9 +618,15 @@ fn list_candidates(dir: &Path, held: &HashSet<PathBuf>, limit: usize) -> std::io
             held_present.insert(path);
             continue;
         }
-        if !entry.file_type().is_ok_and(|t| t.is_file()) {
-            tracing::debug!(file = %path.display(), "skipping: not a regular file");
-            continue;
+        match entry.file_type() {
+            Ok(t) if t.is_file() => {}
+            Ok(t) => {
+                if not_regular.len() < crate::intake::SKIPPED_HELD {
+                    not_regular.push((path, file_kind(&t)));
+                }
+                continue;
+            }
+            Err(_) => continue,
         }
         heap.push(path.into_os_string());
         if heap.len() > limit {
@@ -545,7 +638,23 @@ fn list_candidates(dir: &Path, held: &HashSet<PathBuf>, limit: usize) -> std::io
     let window = (heap.into_sorted_vec().into_iter().map(PathBuf::from))
         .filter_map(|p| stat_candidate(&p).map(|s| (p, s)))
         .collect();
-    Ok(Listing { window, held_present, beyond })
+    Ok(Listing { window, held_present, beyond, not_regular })
+}
+
+/// What an entry that is not a regular file is, for people.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a device"
+    }
 }
 
 struct Fingerprint {
@@ -585,5 +694,8 @@ mod tests {
         ] {
             assert_eq!(is_candidate_name(Path::new(name)), want, "{name}");
         }
+        use std::os::unix::ffi::OsStrExt;
+        let not_utf8 = std::ffi::OsStr::from_bytes(b"caf\xe9.CSV");
+        assert!(is_candidate_name(Path::new(not_utf8)), "a name need not be UTF-8");
     }
 }

@@ -161,6 +161,13 @@ pub async fn park(pool: &Pool, file_id: i64, error: &str) -> Result<(), DbError>
     Ok(())
 }
 
+/// Keeps a file's latest error (it is retried, not parked).
+pub async fn note_error(pool: &Pool, file_id: i64, error: &str) -> Result<(), DbError> {
+    let conn = pool.get().await.map_err(DbError::pool("note error"))?;
+    conn.execute(sql::NOTE_ERROR, &[&file_id, &error]).await.map_err(DbError::pg("note error"))?;
+    Ok(())
+}
+
 /// Counts a failure against a file; past `limit` attempts it is parked.
 /// Answers whether it is parked now.
 pub async fn record_failure(pool: &Pool, file_id: i64, error: &str, limit: u32) -> Result<bool, DbError> {
@@ -183,4 +190,19 @@ pub async fn rejects_page(pool: &Pool, file_id: i64, after: i64, limit: i64) -> 
         .iter()
         .map(|r| StoredReject { line: r.get(0), reason: r.get(1), detail: r.get(2), raw: r.get(3) })
         .collect())
+}
+
+/// Replaces a pipeline's entries not read (path, reason, detail) with
+/// `entries`, in one transaction.
+pub async fn record_skipped(pool: &Pool, pipeline: &str, entries: &[(String, &str, String)]) -> Result<(), DbError> {
+    let mut conn = pool.get().await.map_err(DbError::pool("record skipped"))?;
+    let tx = conn.transaction().await.map_err(DbError::pg("record skipped"))?;
+    let paths: Vec<&str> = entries.iter().map(|(p, _, _)| p.as_str()).collect();
+    let reasons: Vec<&str> = entries.iter().map(|(_, r, _)| *r).collect();
+    let details: Vec<&str> = entries.iter().map(|(_, _, d)| d.as_str()).collect();
+    tx.execute(sql::SKIPPED_FORGET, &[&pipeline, &paths]).await.map_err(DbError::pg("record skipped"))?;
+    tx.execute(sql::SKIPPED_RECORD, &[&pipeline, &paths, &reasons, &details])
+        .await
+        .map_err(DbError::pg("record skipped"))?;
+    tx.commit().await.map_err(DbError::pg("record skipped"))
 }

@@ -91,11 +91,23 @@ pub const FILE_STATE: &str = "SELECT state, rows_total, rows_written, rows_dupli
 pub const RECORD_FAILURE: &str = "UPDATE ingest_files SET attempts = attempts + 1, error = $2, \
     state = CASE WHEN attempts + 1 >= $3 AND state <> 'done' THEN 'failed' ELSE state END, updated_at = now() \
     WHERE id = $1 RETURNING state";
+/// The latest error of a file that is retried (not parked).
+pub const NOTE_ERROR: &str = "UPDATE ingest_files SET error = $2, updated_at = now() WHERE id = $1 AND state <> 'done'";
 pub const PARK_FILE: &str = "UPDATE ingest_files SET state = 'failed', error = $2, updated_at = now() \
     WHERE id = $1 AND state <> 'done'";
 /// One page of a file's rejects, in line order: after line $2, at most $3.
 pub const REJECTS_OF_FILE_AFTER: &str = "SELECT source_line, reason, detail, raw_line FROM ingest_rejects \
     WHERE file_id = $1 AND source_line > $2 ORDER BY source_line LIMIT $3";
+
+/// A pipeline's entries not read, replaced as a whole: those no longer in
+/// the set ($2) go, the others are inserted or refreshed ($2 paths, $3
+/// reasons, $4 details).
+pub const SKIPPED_FORGET: &str = "DELETE FROM ingest_skipped WHERE pipeline = $1 AND path <> ALL ($2::text[])";
+pub const SKIPPED_RECORD: &str = "INSERT INTO ingest_skipped (pipeline, path, reason, detail) \
+    SELECT $1, p, r, d FROM unnest($2::text[], $3::text[], $4::text[]) AS s(p, r, d) \
+    ON CONFLICT (pipeline, path) DO UPDATE SET reason = excluded.reason, detail = excluded.detail, \
+    last_seen_at = now(), first_seen_at = CASE WHEN ingest_skipped.reason = excluded.reason \
+    THEN ingest_skipped.first_seen_at ELSE now() END";
 
 pub const STATUS: &str = "SELECT file_name, path, state, rows_total, rows_written, rows_duplicate, \
     rows_rejected, committed_offset, size, first_seen_at, finished_at, error, pipeline FROM ingest_files ORDER BY id";

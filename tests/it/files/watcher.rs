@@ -154,6 +154,70 @@ fn fifo_and_symlinks_are_never_opened() {
     assert_eq!(names_in(&inc), ["d.csv", "dangling.csv", "k.csv", "loop.csv", "p.csv", "s.csv"]);
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), valid_file(1, 3), "the link target is untouched");
     assert_eq!(names_in(&d.processed()), ["r.csv"]);
+
+    // Nothing silent: each is reported once, with why, where `ingestd
+    // status` and the status page look.
+    let skipped: Vec<(String, String, String)> = db
+        .client()
+        .query("SELECT path, reason, detail FROM ingest_skipped WHERE pipeline = 'ecommerce' ORDER BY path", &[])
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let path: String = r.get(0);
+            (path.rsplit('/').next().unwrap().to_owned(), r.get(1), r.get(2))
+        })
+        .collect();
+    let want: Vec<(String, String, String)> = [
+        ("d.csv", "a directory"),
+        ("dangling.csv", "a symbolic link"),
+        ("k.csv", "a socket"),
+        ("loop.csv", "a symbolic link"),
+        ("p.csv", "a FIFO"),
+        ("s.csv", "a symbolic link"),
+    ]
+    .iter()
+    .map(|(n, k)| (n.to_string(), "not_regular_file".to_string(), format!("{k}: never opened")))
+    .collect();
+    assert_eq!(skipped, want);
+    assert_eq!(d.log().matches("not reading this entry").count(), 6, "once each; log:\n{}", d.log());
+    // Again: the same set, not reported again.
+    assert!(d.run_until_idle(Duration::from_secs(30)).success());
+    assert_eq!(d.log().matches("not reading this entry").count(), 12, "once each per run");
+    std::fs::remove_file(inc.join("p.csv")).unwrap();
+    assert!(d.run_until_idle(Duration::from_secs(30)).success());
+    assert_eq!(db.scalar("SELECT count(*) FROM ingest_skipped WHERE path LIKE '%/p.csv'"), 0, "gone, forgotten");
+    assert_eq!(db.scalar("SELECT count(*) FROM ingest_skipped"), 5);
+}
+
+/// File names are bytes: a name that is not UTF-8 is read like any other,
+/// stored in a form that shows what it was, and moved under its own name.
+#[test]
+fn names_that_are_not_utf8_are_read_and_shown_as_they_were() {
+    use std::os::unix::ffi::OsStrExt;
+    let db = TestDb::new();
+    let mut d = Daemon::new(&db);
+    let port = free_port();
+    d.set("INGESTD_HTTP__LISTEN", &format!("127.0.0.1:{port}"));
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9 \\ r\xe9sum\xe9.csv");
+    std::fs::write(d.incoming().join(name), valid_file(1, 5)).unwrap();
+    d.drop_file("plain.csv", valid_file(100, 3).as_bytes());
+    let mut child = d.spawn(&[]);
+    wait_until(Duration::from_secs(30), "both files done", || {
+        db.try_files().is_some_and(|f| f.values().filter(|f| f.state == "done").count() == 2)
+    });
+    let shown = "caf\\xe9 \\\\ r\\xe9sum\\xe9.csv";
+    assert_eq!(db.files()[shown].outcome(), (5, 5, 0, 0, "done"));
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT count(*) FROM ecommerce_events WHERE source_file = '{}'",
+            shown.replace('\'', "''")
+        )),
+        5
+    );
+    assert!(d.processed().join(name).exists(), "moved under its own name");
+    let (_, body) = http_get(port, "/metrics").unwrap();
+    assert_eq!(metric(&body, "ingestd_files_done_total"), Some(2.0));
+    d.stop_cleanly(&mut child, DRAIN_SECS);
 }
 
 /// F16: thousands of tiny files dropped at once are all read, exactly —
