@@ -12,7 +12,12 @@
 //! 5. scaling: 1 M rows as 10 files of 100 000 rows, and as 10 000 files of
 //!    100 rows;
 //! 6. a backlog: 100 000 files of 10 rows waiting at start (peak RSS);
-//! 7. start-up with 100 000 finished files recorded in ingest_files.
+//! 7. start-up with 100 000 finished files recorded in ingest_files;
+//! 8. a declared pipeline: seed 004's transactions
+//!    (config/pipelines/transactions.toml: derived columns, two rollups, a
+//!    view) on 1 M clean rows in 20 files made by `ingestd generate
+//!    --pipeline`, against `psql \copy` of the same files into a plain
+//!    table with the same key and indexes.
 //!
 //! It prints rows/s, ratios to the baseline, ingestd's peak RSS and CPU
 //! time, and latency percentiles. Every measured run starts after a
@@ -20,9 +25,11 @@
 //! absolute numbers.
 //!
 //! Knobs (environment): BENCH_FILES (20) and BENCH_ROWS (50000 per file) for
-//! 1-3; BENCH_LATENCY_SECS (30); BENCH_BACKLOG_FILES (100000); BENCH_SKIP
-//! (comma list of: dirty, latency, scaling, backlog, startup); any INGESTD_*
-//! setting is passed on to the daemon.
+//! 1-3 and 8; BENCH_LATENCY_SECS (30); BENCH_BACKLOG_FILES (100000);
+//! BENCH_SKIP (comma list of: dirty, latency, scaling, backlog, startup,
+//! pipeline); BENCH_BASELINE_BIN: another ingestd binary (an earlier
+//! commit's) run on the same data in 2 and 3 too, for a before/after in the
+//! same run; any INGESTD_* setting is passed on to the daemon.
 
 // Children are reaped by `wait4` in `wait_rss` (after their peak RSS is
 // read), which clippy cannot see.
@@ -80,9 +87,13 @@ fn generate(dir: &Path, files: u64, rows: u64, bad: f64, dup: f64) -> Vec<PathBu
 }
 
 fn daemon(url: &str, work: &Path, args: &[&str]) -> Child {
+    daemon_of(BIN, url, work, args)
+}
+
+fn daemon_of(bin: &str, url: &str, work: &Path, args: &[&str]) -> Child {
     let incoming = work.join("incoming");
     std::fs::create_dir_all(&incoming).unwrap();
-    Command::new(BIN)
+    Command::new(bin)
         .arg("run")
         .args(args)
         .current_dir(work)
@@ -139,15 +150,20 @@ fn wait_rss(child: &Child) -> Usage {
 
 /// Runs the daemon to idle on a copy of `files`; returns seconds and usage.
 fn run_ingestd(url: &str, work: &Path, files: &[PathBuf]) -> (f64, Usage) {
+    run_bin(BIN, url, work, "incoming", files, &["--until-idle"])
+}
+
+/// Runs `bin` to idle with `args`, the files linked into `work/incoming_dir`.
+fn run_bin(bin: &str, url: &str, work: &Path, incoming_dir: &str, files: &[PathBuf], args: &[&str]) -> (f64, Usage) {
     let _ = std::fs::remove_dir_all(work);
-    let incoming = work.join("incoming");
+    let incoming = work.join(incoming_dir);
     std::fs::create_dir_all(&incoming).unwrap();
     for f in files {
         std::fs::hard_link(f, incoming.join(f.file_name().unwrap())).unwrap();
     }
     sync_disks();
     let start = Instant::now();
-    let child = daemon(url, work, &["--until-idle"]);
+    let child = daemon_of(bin, url, work, args);
     let used = wait_rss(&child);
     (start.elapsed().as_secs_f64(), used)
 }
@@ -205,6 +221,19 @@ fn main() {
         used.peak_mib(),
         used.cpu_secs
     );
+    let previous = std::env::var("BENCH_BASELINE_BIN").ok();
+    if let Some(bin) = &previous {
+        reset(&url);
+        let (secs, used) = run_bin(bin, &url, &work.join("run-clean-previous"), "incoming", &clean, &["--until-idle"]);
+        let before = total as f64 / secs;
+        println!(
+            "  previous binary, clean    {total:>9} rows {secs:>7.2} s {before:>9.0} rows/s  {:.2}x baseline  peak RSS {:.1} MiB  CPU {:.2} s  (this binary: {:.0}% of it)",
+            before / copy_rate,
+            used.peak_mib(),
+            used.cpu_secs,
+            100.0 * rate / before
+        );
+    }
 
     // 3. Dirty.
     if !skipped("dirty") {
@@ -219,6 +248,19 @@ fn main() {
             used2.cpu_secs,
             100.0 * rate2 / rate
         );
+        if let Some(bin) = &previous {
+            reset(&url);
+            let (secs, used) =
+                run_bin(bin, &url, &work.join("run-dirty-previous"), "incoming", &dirty, &["--until-idle"]);
+            let before = total as f64 / secs;
+            println!(
+                "  previous binary, dirty    {total:>9} rows {secs:>7.2} s {before:>9.0} rows/s  {:.2}x baseline  peak RSS {:.1} MiB  CPU {:.2} s  (this binary: {:.0}% of it)",
+                before / copy_rate,
+                used.peak_mib(),
+                used.cpu_secs,
+                100.0 * rate2 / before
+            );
+        }
     }
 
     // 4. Latency.
@@ -285,8 +327,72 @@ fn main() {
         );
     }
 
+    // 8. A declared pipeline with derived columns, rollups and a view.
+    if !skipped("pipeline") {
+        pipeline(&url, &work, files, rows);
+    }
+
     let _ = std::fs::remove_dir_all(&work);
     let _ = pg.stop();
+}
+
+/// Seed 004's transactions pipeline against `psql \copy` of the same files
+/// into a plain table with the same columns, key and indexes.
+fn pipeline(url: &str, work: &Path, files: u64, rows: u64) {
+    let decl = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/pipelines/transactions.toml");
+    let data = work.join("data-transactions");
+    std::fs::create_dir_all(&data).unwrap();
+    let out = Command::new(BIN)
+        .args(["generate", "--pipeline", decl.to_str().unwrap(), "--out", data.to_str().unwrap()])
+        .args(["--files", &files.to_string(), "--rows", &rows.to_string(), "--seed", "4"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().path()).collect();
+    inputs.sort();
+    let total = files * rows;
+    let columns = "transaction_id,user_id,product_id,product_category,amount,quantity,payment_method,status,\
+                   event_time,country_code,discount_percent,customer_segment";
+    println!("pipeline: seed 004's transactions, {files} files x {rows} rows (5 derived columns, 2 rollups, 3 views)");
+    psql(
+        url,
+        "DROP TABLE IF EXISTS transactions_copy; CREATE TABLE transactions_copy (transaction_id text PRIMARY KEY, \
+         user_id text NOT NULL, product_id text NOT NULL, product_category text, amount numeric(12,2) NOT NULL, \
+         quantity integer, payment_method text, status text NOT NULL, event_time timestamptz NOT NULL, \
+         country_code text, discount_percent numeric(5,2), customer_segment text); \
+         CREATE INDEX ON transactions_copy (user_id); CREATE INDEX ON transactions_copy USING brin (event_time); \
+         CREATE INDEX ON transactions_copy (product_category)",
+    );
+    psql(url, "CHECKPOINT");
+    sync_disks();
+    let start = Instant::now();
+    for f in &inputs {
+        psql(url, &format!("\\copy transactions_copy ({columns}) FROM '{}' CSV HEADER", f.display()));
+    }
+    let copy_secs = start.elapsed().as_secs_f64();
+    let copy_rate = total as f64 / copy_secs;
+    println!("  psql \\copy (baseline)     {total:>9} rows {copy_secs:>7.2} s {copy_rate:>9.0} rows/s");
+    psql(url, "DROP TABLE transactions_copy");
+    psql(url, "DROP TABLE IF EXISTS transactions, category_totals, category_hourly CASCADE");
+    reset(url);
+    let (secs, used) = run_bin(
+        BIN,
+        url,
+        &work.join("run-transactions"),
+        "data/transactions/incoming",
+        &inputs,
+        &["--until-idle", "--pipeline", decl.to_str().unwrap()],
+    );
+    let rate = total as f64 / secs;
+    let stored: u64 = psql(url, "SELECT count(*) FROM transactions").parse().unwrap();
+    assert_eq!(stored, total, "every row written");
+    println!(
+        "  ingestd transactions      {total:>9} rows {secs:>7.2} s {rate:>9.0} rows/s  {:.2}x baseline  peak RSS {:.1} MiB  CPU {:.2} s",
+        rate / copy_rate,
+        used.peak_mib(),
+        used.cpu_secs
+    );
+    let _ = std::fs::remove_dir_all(&data);
 }
 
 /// One 100-row file renamed into the folder every 100 ms for `secs`

@@ -196,6 +196,10 @@ pub struct DeclaredMaker {
 
 const RECENT: usize = 10_000;
 
+/// What generated text is made of.
+const WORDS: [&str; 12] =
+    ["books", "garden", "toys", "games", "music", "tools", "sports", "beauty", "home", "food", "pets", "office"];
+
 impl DeclaredMaker {
     pub fn new(pipeline: std::sync::Arc<Pipeline>, seed: Option<u64>) -> DeclaredMaker {
         let mut rng: StdRng = match seed {
@@ -328,10 +332,13 @@ impl DeclaredMaker {
     fn value_of(&mut self, column: &Column, nonzero: bool) -> String {
         let r = &mut self.rng;
         match &column.kind {
+            // A few dozen distinct values per column, as names, categories
+            // and codes have (a rollup over them has a few dozen groups, not
+            // one per row), cut to the column's length.
             Kind::Text => {
-                let max = column.max_len.unwrap_or(24).clamp(1, 24);
-                let len = r.random_range(1..=max);
-                (0..len).map(|_| (b'a' + r.random_range(0..26u8)) as char).collect()
+                let max = column.max_len.unwrap_or(24).max(1);
+                let word = format!("{}{}", WORDS[r.random_range(0..WORDS.len())], r.random_range(0..4u8));
+                word.chars().take(max).collect()
             }
             Kind::Uuid => uuid::Builder::from_random_bytes(r.random()).into_uuid().to_string(),
             Kind::Int => {

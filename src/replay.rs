@@ -115,7 +115,7 @@ pub async fn run(
                 let written = if checked.events.rows() > 0 {
                     let sink = tx.copy_in(&statements.copy_staging).await.map_err(DbError::pg("replay: copy"))?;
                     let mut sink = pin!(sink);
-                    sink.send(checked.events.bytes.clone()).await.map_err(DbError::pg("replay: copy"))?;
+                    sink.send(checked.events.stream()).await.map_err(DbError::pg("replay: copy"))?;
                     sink.as_mut().finish().await.map_err(DbError::pg("replay: copy"))?;
                     let written = if statements.merge_counts {
                         let row = tx.query_one(&statements.merge, &[]).await.map_err(DbError::pg("replay: merge"))?;

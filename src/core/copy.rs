@@ -32,29 +32,48 @@ pub struct CopyEncoder {
 /// A batch's encoded rows.
 #[derive(Debug, Clone, Default)]
 pub struct CopyPayload {
-    /// Header, rows, trailer: ready for `COPY … FROM STDIN (FORMAT binary)`.
-    pub bytes: Bytes,
-    /// Where each row starts in `bytes` (for `merge`).
+    /// Header, rows, trailer: as `COPY … FROM STDIN (FORMAT binary)` takes
+    /// them when every row goes in the order stored.
+    bytes: Bytes,
+    /// Where each stored row starts in `bytes`.
     starts: Arc<[usize]>,
-    /// Each row's key number (see `core::key`), for `merge`.
+    /// Each stored row's key number (see `core::key`), for `merge`.
     keys: Arc<[u128]>,
+    /// The rows that go, in the order they go (key order), when that is not
+    /// all of them as stored: validation encodes rows as it reads them and
+    /// sorts only this list, so a batch is never copied to be sorted (and a
+    /// duplicate it drops stays unsent in the buffer).
+    order: Option<Arc<[u32]>>,
 }
 
 impl CopyPayload {
+    /// Rows that go.
     pub fn rows(&self) -> u64 {
-        self.starts.len() as u64
+        self.order.as_ref().map_or(self.starts.len(), |o| o.len()) as u64
     }
 
-    /// Where row `i` starts and ends in `bytes`.
-    fn row_bounds(&self, i: usize) -> (usize, usize) {
-        let end = self.starts.get(i + 1).copied().unwrap_or(self.bytes.len() - 2);
-        (self.starts[i], end)
+    /// The stored index of row `i` (in sending order).
+    fn stored(&self, i: usize) -> usize {
+        self.order.as_ref().map_or(i, |o| o[i] as usize)
     }
 
-    /// Row `i`'s bytes (field count and fields) and its key.
+    /// Where stored row `s` starts and ends in `bytes`.
+    fn row_bounds(&self, s: usize) -> (usize, usize) {
+        let end = self.starts.get(s + 1).copied().unwrap_or(self.bytes.len() - 2);
+        (self.starts[s], end)
+    }
+
+    /// Row `i` (in sending order): its bytes (field count and fields) and
+    /// its key.
     pub fn row(&self, i: usize) -> (&[u8], u128) {
-        let (a, b) = self.row_bounds(i);
-        (&self.bytes[a..b], self.keys[i])
+        let s = self.stored(i);
+        let (a, b) = self.row_bounds(s);
+        (&self.bytes[a..b], self.keys[s])
+    }
+
+    /// This payload sending only the stored rows `order`, in that order.
+    pub fn ordered(self, order: Vec<u32>) -> CopyPayload {
+        CopyPayload { order: Some(order.into()), ..self }
     }
 
     /// A payload of rows `range` of this one (a copy).
@@ -67,6 +86,11 @@ impl CopyPayload {
         enc.finish()
     }
 
+    /// The COPY stream of this payload's rows.
+    pub fn stream(&self) -> Merged {
+        CopyPayload::merge([self])
+    }
+
     /// The rows of several payloads as one, in key order. Each part is
     /// in key order already (validation sorts), so a group of small
     /// files' batches goes into the table in one sorted pass too: index
@@ -77,21 +101,24 @@ impl CopyPayload {
     /// merged copy would fault in afresh for every transaction).
     pub fn merge<'a>(parts: impl IntoIterator<Item = &'a CopyPayload>) -> Merged {
         let parts: Vec<CopyPayload> = parts.into_iter().filter(|p| p.rows() > 0).cloned().collect();
-        let order = match parts.len() {
-            1 => None,
+        let order = match parts.as_slice() {
+            [one] if one.order.is_none() => None,
+            [one] => Some((0..one.rows() as u32).map(|i| (0, i)).collect()),
             _ => {
-                let mut keys: Vec<(u128, u32, u32)> = Vec::with_capacity(parts.iter().map(|p| p.starts.len()).sum());
+                let mut keys: Vec<(u128, u32, u32)> = Vec::with_capacity(parts.iter().map(|p| p.rows() as usize).sum());
                 for (k, p) in parts.iter().enumerate() {
-                    keys.extend(p.keys.iter().enumerate().map(|(i, &key)| (key, k as u32, i as u32)));
+                    keys.extend((0..p.rows() as usize).map(|i| (p.keys[p.stored(i)], k as u32, i as u32)));
                 }
                 // Stable, and quick on a few sorted runs: it merges them.
                 keys.sort_by_key(|&(id, _, _)| id);
-                Some(keys.into_iter().map(|(_, k, i)| (k, i)).collect())
+                Some(keys.into_iter().map(|(_, k, i)| (k, i)).collect::<Vec<_>>())
             }
         };
-        let remaining = match order {
+        let remaining = match &order {
             None => parts[0].bytes.len(),
-            Some(_) => HEADER.len() + 2 + parts.iter().map(|p| p.bytes.len() - HEADER.len() - 2).sum::<usize>(),
+            Some(order) => {
+                HEADER.len() + 2 + order.iter().map(|&(k, i)| parts[k as usize].row(i as usize).0.len()).sum::<usize>()
+            }
         };
         Merged { parts, order, at: 0, offset: 0, remaining }
     }
@@ -104,8 +131,8 @@ const TRAILER: &[u8] = &[0xff, 0xff];
 /// the trailer.
 pub struct Merged {
     parts: Vec<CopyPayload>,
-    /// (part, row) in stream order (none for no part: header and trailer
-    /// only); `None`: the one part as it is.
+    /// (part, row in the part's sending order) in stream order (none for no
+    /// part: header and trailer only); `None`: the one part as it is.
     order: Option<Vec<(u32, u32)>>,
     /// The current chunk: with `order`, 0 is the header, `1..=rows` the
     /// rows, then the trailer; without, 0 is the whole part.
@@ -133,9 +160,7 @@ impl Merged {
                 0 => HEADER,
                 n if n <= order.len() => {
                     let (k, i) = order[n - 1];
-                    let part = &self.parts[k as usize];
-                    let (a, b) = part.row_bounds(i as usize);
-                    &part.bytes[a..b]
+                    self.parts[k as usize].row(i as usize).0
                 }
                 n if n == order.len() + 1 => TRAILER,
                 _ => &[],
@@ -196,7 +221,8 @@ impl CopyEncoder {
 
     /// Appends one row: the schema's columns' values, then its line and its
     /// file.
-    pub fn push_row(&mut self, schema: &Schema, values: &[Value<'_>], key: u128, line: u64, source_file: &str) {
+    pub fn push_row(&mut self, schema: &Schema, values: &[Value<'_>], key: u128, line: u64, source_file: &str) -> u32 {
+        let index = self.starts.len() as u32;
         self.starts.push(self.buf.len());
         self.keys.push(key);
         self.buf.put_i16((values.len() + 2) as i16);
@@ -205,6 +231,7 @@ impl CopyEncoder {
         }
         self.value(&Value::Int(line as i64), Phys::Int8);
         self.value(&Value::Text(source_file), Phys::Text);
+        index
     }
 
     /// Appends a row already encoded (`CopyPayload::row`).
@@ -212,19 +239,6 @@ impl CopyEncoder {
         self.starts.push(self.buf.len());
         self.keys.push(key);
         self.buf.put_slice(row);
-    }
-
-    /// Row `i` as pushed so far: its bytes and key.
-    pub fn row(&self, i: usize) -> (&[u8], u128) {
-        let end = self.starts.get(i + 1).copied().unwrap_or(self.buf.len());
-        (&self.buf[self.starts[i]..end], self.keys[i])
-    }
-
-    /// Forgets every row, keeping the allocation (a scratch encoder).
-    pub fn clear(&mut self) {
-        self.buf.truncate(HEADER.len());
-        self.starts.clear();
-        self.keys.clear();
     }
 
     /// One field: its length (-1 for NULL), then its bytes in `phys`'s wire
@@ -274,14 +288,16 @@ impl CopyEncoder {
     /// The payload, with its trailer.
     pub fn finish(mut self) -> CopyPayload {
         self.buf.put_i16(-1);
-        CopyPayload { bytes: self.buf.freeze(), starts: self.starts.into(), keys: self.keys.into() }
+        CopyPayload { bytes: self.buf.freeze(), starts: self.starts.into(), keys: self.keys.into(), order: None }
     }
 
     /// The payload, and the room left after it for the next one.
     pub fn finish_within(mut self) -> (CopyPayload, BytesMut) {
         self.buf.put_i16(-1);
         let rest = self.buf.split_off(self.buf.len());
-        (CopyPayload { bytes: self.buf.freeze(), starts: self.starts.into(), keys: self.keys.into() }, rest)
+        let payload =
+            CopyPayload { bytes: self.buf.freeze(), starts: self.starts.into(), keys: self.keys.into(), order: None };
+        (payload, rest)
     }
 }
 
@@ -379,6 +395,21 @@ mod tests {
         // One part, or none: the part itself, or an empty payload.
         assert_eq!(read_all(CopyPayload::merge([&a, &CopyEncoder::new(0).finish()])), a.bytes);
         assert_eq!(read_all(CopyPayload::merge([&CopyEncoder::new(0).finish()])), CopyEncoder::new(0).finish().bytes);
+    }
+
+    /// A payload that sends some of its stored rows, in another order,
+    /// streams exactly those rows in that order, alone or merged.
+    #[test]
+    fn an_ordered_payload_sends_only_its_order() {
+        let stored = encode(&[(5, "e", 1), (1, "a", 2), (3, "c", 3), (1, "dup", 4)]);
+        let ordered = stored.clone().ordered(vec![1, 2, 0]);
+        assert_eq!(ordered.rows(), 3);
+        assert_eq!(read_all(ordered.stream()), encode(&[(1, "a", 2), (3, "c", 3), (5, "e", 1)]).bytes);
+        let other = encode(&[(2, "b", 1), (4, "d", 2)]);
+        let want = encode(&[(1, "a", 2), (2, "b", 1), (3, "c", 3), (4, "d", 2), (5, "e", 1)]);
+        assert_eq!(read_all(CopyPayload::merge([&ordered, &other])), want.bytes);
+        assert_eq!(ordered.slice(1..3).stream().rows(), 2);
+        assert_eq!(read_all(stored.stream()), stored.bytes, "all rows as stored: the buffer as it is");
     }
 
     /// A merged stream read in uneven steps, as a socket writer does, gives

@@ -107,12 +107,19 @@ impl<'a> Fields<'a> for &'a RawRecord {
 /// Many records in a few flat buffers: a batch costs a handful of
 /// allocations, not three per row, and its size in bytes is known.
 ///
+/// A record with no quote in it (most) keeps only its raw text: its fields
+/// are the raw text between commas, so they are read there, and a batch
+/// of such records costs its text once, not twice. A record with quotes
+/// keeps its unescaped fields too.
+///
 /// Offsets are `u32`: the Parser ends a batch long before its buffers reach
 /// 4 GiB (`pipeline.batch_bytes` and `max_record_bytes` are capped far below).
 #[derive(Debug, Default)]
 pub struct RecordBatch {
     raw: Vec<u8>,
     data: Vec<u8>,
+    /// Each field's end, relative to its record's fields (raw text or
+    /// unescaped data).
     bounds: Vec<u32>,
     metas: Vec<Meta>,
 }
@@ -121,7 +128,10 @@ pub struct RecordBatch {
 struct Meta {
     line: u64,
     raw_end: u32,
+    data_end: u32,
     bounds_end: u32,
+    /// The fields are read in the raw text (no quote in the record).
+    in_raw: bool,
     error: Option<Malformed>,
     raw_truncated: bool,
 }
@@ -133,19 +143,21 @@ pub struct RecordView<'a> {
     pub raw: &'a [u8],
     pub raw_truncated: bool,
     pub error: Option<Malformed>,
-    data: &'a [u8],
-    /// Field ends (absolute offsets into `data`), and where field 0 starts.
+    /// The bytes the fields are in: `raw` (fields between commas) or the
+    /// record's unescaped data (fields one after another).
+    fields: &'a [u8],
+    in_raw: bool,
+    /// Field ends, relative to `fields`.
     bounds: &'a [u32],
-    data_start: u32,
 }
 
 impl RecordBatch {
     /// Room for `rows` records and `text` bytes of raw text (the unescaped
-    /// fields take no more than their raw text).
+    /// fields of quoted records take some more, as they come).
     pub fn with_capacity(rows: usize, text: usize) -> Self {
         RecordBatch {
             raw: Vec::with_capacity(text),
-            data: Vec::with_capacity(text),
+            data: Vec::new(),
             bounds: Vec::new(),
             metas: Vec::with_capacity(rows),
         }
@@ -154,13 +166,23 @@ impl RecordBatch {
     /// Appends a copy of `rec`.
     pub fn push(&mut self, rec: &RawRecord) {
         self.raw.extend_from_slice(&rec.raw);
-        let base = self.data.len();
-        self.data.extend_from_slice(&rec.data);
-        self.bounds.extend(rec.bounds.iter().map(|&b| (base + b) as u32));
+        // Without a quote, unescaping changed nothing: the fields are the
+        // raw text between commas (the record's raw text is whole and has
+        // no line terminator in it).
+        let in_raw = rec.error.is_none() && !rec.raw_truncated && !rec.raw.contains(&b'"');
+        if in_raw {
+            self.bounds.extend(rec.bounds.iter().enumerate().map(|(i, &b)| (b + i) as u32));
+            debug_assert_eq!(rec.fields().collect::<Vec<_>>().join(&b',').as_slice(), &rec.raw[..]);
+        } else {
+            self.data.extend_from_slice(&rec.data);
+            self.bounds.extend(rec.bounds.iter().map(|&b| b as u32));
+        }
         self.metas.push(Meta {
             line: rec.line,
             raw_end: self.raw.len() as u32,
+            data_end: self.data.len() as u32,
             bounds_end: self.bounds.len() as u32,
+            in_raw,
             error: rec.error,
             raw_truncated: rec.raw_truncated,
         });
@@ -174,28 +196,29 @@ impl RecordBatch {
         self.metas.is_empty()
     }
 
-    /// Bytes held by the record contents (raw and unescaped).
+    /// Bytes held by the record contents (raw, and unescaped where kept).
     pub fn bytes(&self) -> usize {
         self.raw.len() + self.data.len()
     }
 
     pub fn get(&self, i: usize) -> RecordView<'_> {
         let m = self.metas[i];
-        let (raw_start, bounds_start) = match i {
-            0 => (0, 0),
-            _ => (self.metas[i - 1].raw_end, self.metas[i - 1].bounds_end),
+        let (raw_start, data_start, bounds_start) = match i {
+            0 => (0, 0, 0),
+            _ => {
+                let p = self.metas[i - 1];
+                (p.raw_end, p.data_end, p.bounds_end)
+            }
         };
-        let bounds = &self.bounds[bounds_start as usize..m.bounds_end as usize];
-        // Field 0 starts where the previous record's last field ended.
-        let data_start = if bounds_start == 0 { 0 } else { self.bounds[bounds_start as usize - 1] };
+        let raw = &self.raw[raw_start as usize..m.raw_end as usize];
         RecordView {
             line: m.line,
-            raw: &self.raw[raw_start as usize..m.raw_end as usize],
+            raw,
             raw_truncated: m.raw_truncated,
             error: m.error,
-            data: &self.data,
-            bounds,
-            data_start,
+            fields: if m.in_raw { raw } else { &self.data[data_start as usize..m.data_end as usize] },
+            in_raw: m.in_raw,
+            bounds: &self.bounds[bounds_start as usize..m.bounds_end as usize],
         }
     }
 
@@ -212,8 +235,12 @@ impl<'a> Fields<'a> for RecordView<'a> {
         self.bounds.len()
     }
     fn field_bytes(&self, i: usize) -> &'a [u8] {
-        let start = if i == 0 { self.data_start } else { self.bounds[i - 1] };
-        &self.data[start as usize..self.bounds[i] as usize]
+        // In the raw text each field after the first starts past a comma.
+        let start = match i {
+            0 => 0,
+            _ => self.bounds[i - 1] as usize + usize::from(self.in_raw),
+        };
+        &self.fields[start..self.bounds[i] as usize]
     }
 }
 
@@ -237,12 +264,18 @@ mod tests {
             rec(3, "", &[""], None),
             rec(5, "x\"y", &[], Some(Malformed::StrayQuote)),
             rec(6, "\"c,d\",,e", &["c,d", "", "e"], None),
+            rec(7, ",,", &["", "", ""], None),
+            rec(8, " a , b ,c", &[" a ", " b ", "c"], None),
+            rec(9, "\"\"\"q\"\"\",z", &["\"q\"", "z"], None),
+            rec(10, "x\0y,\u{e9}", &["x\0y", "\u{e9}"], None),
         ];
         let mut batch = RecordBatch::with_capacity(4, 0);
         for r in &records {
             batch.push(r);
         }
-        assert_eq!(batch.len(), 4);
+        assert_eq!(batch.len(), records.len());
+        // Only the records with quotes keep their unescaped fields.
+        assert_eq!(batch.data.len(), "c,de".len() + "\"q\"z".len());
         for (i, r) in records.iter().enumerate() {
             let v = batch.get(i);
             assert_eq!((v.line, v.raw, v.error), (r.line, &r.raw[..], r.error));

@@ -204,13 +204,12 @@ pub struct Checked {
 }
 
 /// What validation keeps from one batch to the next: the recent keys
-/// (presumed duplicates) and scratch buffers reused so a batch costs no
-/// fresh allocations.
+/// (presumed duplicates) and scratch lists reused so a batch costs no fresh
+/// allocations for them.
 #[derive(Default)]
 pub struct Validation {
     /// `None`: no presumed duplicates (every valid row is an event).
     pub recent: Option<RecentKeys>,
-    scratch: Option<CopyEncoder>,
     keys: Vec<u8>,
     metas: Vec<Meta>,
 }
@@ -222,22 +221,27 @@ impl Validation {
     }
 }
 
-/// A valid row in the scratch encoder.
+/// A valid row, encoded where it goes.
 #[derive(Debug, Clone, Copy)]
 struct Meta {
     key: u128,
     /// Its normalised key bytes in `Validation::keys` (hashed keys only).
     key_bytes: (u32, u32),
+    /// Encoded among the presumed duplicates (else the events), at this
+    /// stored index.
+    repeat: bool,
     row: u32,
     line: u64,
 }
 
-/// Validates every record, encodes the valid ones for COPY into `room`
-/// (see `CopyEncoder::within`; the room left is handed back in it), drops
-/// in-batch duplicates (the first row of a key wins) and sets apart the
-/// presumed duplicates. Rows go out in key order: writers committing
+/// Validates every record, encodes the valid ones for COPY (the events into
+/// `room`: see `CopyEncoder::within`; the room left is handed back in it),
+/// drops in-batch duplicates (the first row of a key wins) and sets apart
+/// the presumed duplicates. Rows go out in key order: writers committing
 /// different files at once then take the same keys in the same order, so
-/// one waits for the other instead of deadlocking.
+/// one waits for the other instead of deadlocking. Rows are encoded as they
+/// are read and only their order is sorted (`CopyPayload::ordered`): a
+/// batch is never copied to be sorted.
 pub fn validate_records<'a, R: Record<'a>>(
     schema: &'a Schema,
     header: &Header,
@@ -249,8 +253,8 @@ pub fn validate_records<'a, R: Record<'a>>(
 ) -> Checked {
     let mut out = Checked::default();
     let mut values: Vec<Value<'a>> = Vec::with_capacity(schema.columns.len());
-    let mut scratch = state.scratch.take().unwrap_or_else(|| CopyEncoder::new(0));
-    scratch.clear();
+    let mut events = CopyEncoder::within(std::mem::take(room));
+    let mut repeats = CopyEncoder::new(0);
     state.keys.clear();
     state.metas.clear();
     for rec in records {
@@ -259,9 +263,13 @@ pub fn validate_records<'a, R: Record<'a>>(
             Ok(()) => {
                 let start = state.keys.len() as u32;
                 let key = key_of(schema, &values, &mut state.keys);
-                let row = scratch.rows() as u32;
-                scratch.push_row(schema, &values, key, rec.line(), source_file);
-                state.metas.push(Meta { key, key_bytes: (start, state.keys.len() as u32), row, line: rec.line() });
+                // Presumed a duplicate: its key is in a recent batch (this
+                // batch's keys join only after).
+                let repeat = state.recent.as_ref().is_some_and(|r| r.contains(key));
+                let target = if repeat { &mut repeats } else { &mut events };
+                let row = target.push_row(schema, &values, key, rec.line(), source_file);
+                let key_bytes = (start, state.keys.len() as u32);
+                state.metas.push(Meta { key, key_bytes, repeat, row, line: rec.line() });
             }
             Err(rejection) => out.rejects.push(RejectRow {
                 line: rec.line(),
@@ -282,18 +290,9 @@ pub fn validate_records<'a, R: Record<'a>>(
         state.metas.dedup_by(|later, first| later.key == first.key && bytes(later) == bytes(first));
         out.batch_duplicates = (before - state.metas.len()) as u64;
     }
-    let mut events = CopyEncoder::within(std::mem::take(room));
-    let mut repeats = CopyEncoder::new(0);
-    out.event_lines.reserve(state.metas.len());
-    for m in &state.metas {
-        let (row, key) = scratch.row(m.row as usize);
-        if state.recent.as_ref().is_some_and(|r| r.contains(key)) {
-            repeats.push_encoded(row, key);
-        } else {
-            events.push_encoded(row, key);
-            out.event_lines.push(m.line);
-        }
-    }
+    let events_order: Vec<u32> = state.metas.iter().filter(|m| !m.repeat).map(|m| m.row).collect();
+    let repeats_order: Vec<u32> = state.metas.iter().filter(|m| m.repeat).map(|m| m.row).collect();
+    out.event_lines = state.metas.iter().filter(|m| !m.repeat).map(|m| m.line).collect();
     if let Some(recent) = state.recent.as_mut() {
         for m in &state.metas {
             recent.insert(m.key);
@@ -301,9 +300,15 @@ pub fn validate_records<'a, R: Record<'a>>(
     }
     let (events, rest) = events.finish_within();
     *room = rest;
-    out.events = events;
-    out.repeats = repeats.finish();
-    state.scratch = Some(scratch);
+    // In file order already when nothing was sorted out or reordered.
+    let in_place = |order: &[u32], stored: u64| {
+        order.len() as u64 == stored && order.iter().enumerate().all(|(i, &r)| r as usize == i)
+    };
+    let stored = events.rows();
+    out.events = if in_place(&events_order, stored) { events } else { events.ordered(events_order) };
+    let repeats = repeats.finish();
+    let stored = repeats.rows();
+    out.repeats = if in_place(&repeats_order, stored) { repeats } else { repeats.ordered(repeats_order) };
     out
 }
 

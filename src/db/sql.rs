@@ -259,11 +259,16 @@ impl PipelineSql {
                         format!("{} = {combined}", quote(n))
                     })
                     .collect();
+                // In group order: two transactions updating the same groups
+                // take their row locks in the same order, so one waits for
+                // the other instead of deadlocking.
                 format!(
-                    "r{i} AS (INSERT INTO {target} ({}, {}) SELECT {} FROM ins GROUP BY {} ON CONFLICT ({}) DO UPDATE SET {})",
+                    "r{i} AS (INSERT INTO {target} ({}, {}) SELECT {} FROM ins GROUP BY {} ORDER BY {} \
+                     ON CONFLICT ({}) DO UPDATE SET {})",
                     group.join(", "),
                     measures.join(", "),
                     exprs.join(", "),
+                    positions.join(", "),
                     positions.join(", "),
                     group.join(", "),
                     updates.join(", ")

@@ -502,7 +502,7 @@ pub async fn commit_isolated(
         savepoint(&tx, "SAVEPOINT isolate").await?;
         let part = checked.events.slice(lo..hi);
         let attempt = async {
-            copy_payload(&tx, &st.copy_staging, part.bytes.clone()).await.map_err(DbError::pg("copy rows"))?;
+            copy_payload(&tx, &st.copy_staging, part.stream()).await.map_err(DbError::pg("copy rows"))?;
             let n = st.merge(&tx).await?;
             // The temp table empties only at commit; this transaction goes on.
             tx.batch_execute(&st.sql.truncate_staging).await.map_err(DbError::pg("truncate staging"))?;
@@ -585,7 +585,7 @@ async fn derived_failure(tx: &Transaction<'_>, st: &Statements, row: &CopyPayloa
     let Some(probe) = &st.sql.derived_probe else { return Ok(None) };
     savepoint(tx, "SAVEPOINT probe").await?;
     let attempt = async {
-        copy_payload(tx, &st.copy_staging, row.bytes.clone()).await.map_err(DbError::pg("copy rows"))?;
+        copy_payload(tx, &st.copy_staging, row.stream()).await.map_err(DbError::pg("copy rows"))?;
         tx.query(probe.as_str(), &[]).await.map_err(DbError::pg("derived columns"))
     };
     let outcome = match attempt.await {
