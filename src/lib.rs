@@ -16,6 +16,7 @@ pub mod intake;
 pub mod messages;
 pub mod metrics;
 pub mod pipelines;
+pub mod progress;
 pub mod replay;
 pub mod retry;
 pub mod source;

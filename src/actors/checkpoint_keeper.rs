@@ -7,7 +7,8 @@
 //! - Emits: `FileFinished` to the Watcher.
 //! - State: the files whose after-commit disk work is running
 //!   ([`DiskWork`], which the drain waits on); files waiting for the next
-//!   mark-done or move round.
+//!   mark-done or move round; the bytes of the files being read that are
+//!   not committed yet ([`InFlightBytes`], for the progress shown).
 //! - On restart: nothing is kept; the table is the state.
 //! - On drain: the Supervisor waits until its disk work is done (or the
 //!   deadline passes: the next start redoes it).
@@ -36,6 +37,7 @@ use crate::messages::{
     BatchCommitted, BatchEnd, Claim, ClaimFiles, FileFinished, FileTask, Left, RecordFailure, SetWatcher,
 };
 use crate::metrics::{metrics, PipelineMetrics};
+use crate::progress::InFlightBytes;
 use crate::retry::{retry, Backoff};
 
 /// Rejects fetched per query when writing a rejects file.
@@ -66,6 +68,8 @@ pub struct CheckpointKeeper {
     /// and whether a round runs.
     to_move: Vec<Arc<FileTask>>,
     moving: bool,
+    /// Bytes of the files claimed for reading not committed yet.
+    reading: InFlightBytes,
 }
 
 impl CheckpointKeeper {
@@ -80,12 +84,17 @@ impl CheckpointKeeper {
             marking: false,
             to_move: Vec::new(),
             moving: false,
+            reading: InFlightBytes::default(),
         }
     }
 
     /// The count of files whose disk work is under way, for the drain.
     pub fn disk_work(&self) -> Arc<DiskWork> {
         self.disk.clone()
+    }
+
+    fn show_bytes_in_flight(&self) {
+        self.m.bytes_in_flight.set(self.reading.remaining() as i64);
     }
 
     fn tell_watcher(&self, file: &FileTask, left: Left) {
@@ -359,12 +368,19 @@ impl Actor for CheckpointKeeper {
     /// Temp files of disk work cut short by a crash are ours to remove: the
     /// work is redone from the table when the file is claimed again.
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.show_bytes_in_flight();
         let settings = self.settings.clone();
         let fut = tokio::task::spawn_blocking(move || {
             disposal::remove_leftovers(&settings.disposal.bad_records);
             disposal::remove_leftovers(&settings.disposal.processed);
         });
         ctx.wait(async move { fut.await.ok() }.into_actor(self).map(|_, _, _| ()));
+    }
+
+    /// Files in flight are forgotten with this actor (a restart claims them
+    /// again).
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.m.bytes_in_flight.set(0);
     }
 }
 
@@ -410,9 +426,13 @@ impl Handler<ClaimFiles> for CheckpointKeeper {
                         Claim::Done
                     }
                     FileState::Failed => Claim::Parked,
-                    FileState::Pending | FileState::InProgress => Claim::Read(task),
+                    FileState::Pending | FileState::InProgress => {
+                        act.reading.claimed(task.file_id, task.size, task.offset, task.gzip);
+                        Claim::Read(task)
+                    }
                 })
                 .collect();
+            act.show_bytes_in_flight();
             Ok(claims)
         }))
     }
@@ -422,6 +442,17 @@ impl Handler<BatchCommitted> for CheckpointKeeper {
     type Result = ();
 
     fn handle(&mut self, msg: BatchCommitted, ctx: &mut Context<Self>) {
+        let id = msg.file.file_id;
+        let settled = match &msg.end {
+            BatchEnd::More => self.reading.committed(id, msg.end_offset, false),
+            BatchEnd::Eof => self.reading.committed(id, msg.end_offset, true),
+            BatchEnd::Abort(_) => {
+                self.reading.dropped(id);
+                0
+            }
+        };
+        self.m.bytes_committed.inc_by(settled);
+        self.show_bytes_in_flight();
         match msg.end {
             BatchEnd::More => {}
             BatchEnd::Eof => match msg.counts.file_done {
