@@ -18,7 +18,9 @@
 //! A file is done only when its last batch is committed and its rows add up
 //! (rows = written + duplicate + rejected). Usually the last batch's own
 //! transaction marks it (`sql::ADVANCE_CHECKPOINT`); when it did not (a
-//! replayed last batch), this actor does. The disk work after that
+//! replayed last batch), this actor does. Either way one info line says so,
+//! with the file's counts and, when it has rejects, its rejects by reason
+//! (one query; a file without rejects costs none). The disk work after that
 //! (`crate::disposal`: the rejects file, the move) is idempotent and
 //! retried: if we die in the middle, the next claim of the same identity
 //! answers `Done` and the work is redone, without reading a row again.
@@ -30,7 +32,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::db::files::{self, FileState, Identity, MarkedDone};
+use crate::db::files::{self, FileState, FileTotals, Identity, MarkedDone};
 use crate::db::{DbError, Pool};
 use crate::disposal::{self, DiskError, Disposal, RejectsFile};
 use crate::messages::{
@@ -129,7 +131,7 @@ impl CheckpointKeeper {
                 files::mark_done(&pool, &ids)
             })
             .await;
-            let done = marked.unwrap_or_else(|e| {
+            let done: HashMap<i64, FileTotals> = marked.unwrap_or_else(|e| {
                 tracing::error!(files = ids.len(), error = %e, "cannot mark files done");
                 HashMap::new()
             });
@@ -140,8 +142,11 @@ impl CheckpointKeeper {
             act.marking = false;
             tracing::debug!(files = files.len(), "marked done");
             for file in files {
-                let rejected = done.get(&file.file_id).copied();
-                act.dispose(file, rejected, ctx);
+                let finish = match done.get(&file.file_id) {
+                    Some(totals) => Finish::Marked(*totals),
+                    None => Finish::Unmarked,
+                };
+                act.dispose(file, finish, ctx);
             }
             act.mark_queued(ctx);
         }));
@@ -151,13 +156,14 @@ impl CheckpointKeeper {
     /// Files without rejects only need moving, and many small files finish
     /// at once: they are moved in rounds, one trip to the blocking pool per
     /// round. A move that fails is retried alone (`dispose`).
-    fn marked_done(&mut self, file: Arc<FileTask>, rejected: i64, ctx: &mut Context<Self>) {
+    fn marked_done(&mut self, file: Arc<FileTask>, totals: FileTotals, ctx: &mut Context<Self>) {
         self.m.files_done.inc();
         self.disk.start();
-        if rejected > 0 {
-            self.dispose(file, Some(rejected), ctx);
+        if totals.rejected > 0 {
+            self.dispose(file, Finish::Marked(totals), ctx);
             return;
         }
+        announce(self.m.name(), &file, totals, &Ok(Vec::new()));
         self.to_move.push(file);
         self.move_queued(ctx);
     }
@@ -193,7 +199,7 @@ impl CheckpointKeeper {
                             Err(e) => {
                                 act.m.disk_errors.inc();
                                 tracing::warn!(file = %file.name, error = %e, "after-commit disk work failed; retrying");
-                                act.dispose(file, Some(0), ctx);
+                                act.dispose(file, Finish::Known { rejected: 0 }, ctx);
                             }
                         }
                     }
@@ -207,26 +213,31 @@ impl CheckpointKeeper {
     }
 
     /// The disk work of one file (counted in `disk` by the caller), once a
-    /// statement said it is done (with its rejected count); a file no
-    /// statement marked is marked alone first (`mark_one_done` says why
-    /// not, and parks it if its rows do not add up).
-    fn dispose(&mut self, file: Arc<FileTask>, rejected: Option<i64>, ctx: &mut Context<Self>) {
+    /// statement said it is done; a file no statement marked is marked alone
+    /// first (`mark_one_done` says why not, and parks it if its rows do not
+    /// add up).
+    fn dispose(&mut self, file: Arc<FileTask>, finish: Finish, ctx: &mut Context<Self>) {
         let pool = self.pool.clone();
         let settings = self.settings.clone();
         let m = self.m.clone();
         let fut = async move {
-            let rejected = match rejected {
-                Some(r) => Some(r),
-                None => {
+            let rejected = match finish {
+                Finish::Known { rejected } => Some(rejected),
+                Finish::Marked(totals) => {
+                    announce(m.name(), &file, totals, &reasons_of(&pool, &file, totals).await);
+                    Some(totals.rejected)
+                }
+                Finish::Unmarked => {
                     let marked =
                         retry("cannot mark file done", Backoff::new(RETRY_CAP), None, DbError::is_transient, || {
                             files::mark_one_done(&pool, file.file_id)
                         })
                         .await;
                     match marked {
-                        Ok(MarkedDone::Done { rejected }) => {
+                        Ok(MarkedDone::Done(totals)) => {
                             m.files_done.inc();
-                            Some(rejected)
+                            announce(m.name(), &file, totals, &reasons_of(&pool, &file, totals).await);
+                            Some(totals.rejected)
                         }
                         Ok(MarkedDone::Parked(error)) => {
                             m.files_failed.inc();
@@ -254,6 +265,47 @@ impl CheckpointKeeper {
             act.tell_watcher(&file, left_by(&file, kept));
         }));
     }
+}
+
+/// What is known of a file whose disk work starts.
+#[derive(Debug, Clone, Copy)]
+enum Finish {
+    /// Marked done just now by a statement, with its rows: announced.
+    Marked(FileTotals),
+    /// Done before (a claim found it done, or its disk work is tried
+    /// again): its rejected rows.
+    Known { rejected: i64 },
+    /// Its last batch is committed but no statement marked it: marked
+    /// alone first (and announced).
+    Unmarked,
+}
+
+/// A file's rejects by reason, read only when it has some.
+async fn reasons_of(pool: &Pool, file: &FileTask, totals: FileTotals) -> Result<Vec<(String, i64)>, DbError> {
+    if totals.rejected == 0 {
+        return Ok(Vec::new());
+    }
+    files::rejects_by_reason(pool, file.file_id).await
+}
+
+/// The one info line of a finished file: its counts, and its rejects by
+/// reason (`missing_field:3,invalid_uuid:1`).
+fn announce(pipeline: &str, file: &FileTask, t: FileTotals, reasons: &Result<Vec<(String, i64)>, DbError>) {
+    let rejects = match reasons {
+        Ok(r) => r.iter().map(|(reason, n)| format!("{reason}:{n}")).collect::<Vec<_>>().join(","),
+        Err(e) => format!("(cannot read them: {e})"),
+    };
+    tracing::info!(
+        pipeline,
+        file = %file.name,
+        bytes = file.size,
+        rows = t.rows,
+        written = t.written,
+        duplicate = t.duplicate,
+        rejected = t.rejected,
+        rejects = %rejects,
+        "file done"
+    );
 }
 
 /// The disk work after a file is done: its rejects file, then the move or
@@ -422,7 +474,7 @@ impl Handler<ClaimFiles> for CheckpointKeeper {
                 .map(|(task, c)| match c.state {
                     FileState::Done => {
                         act.disk.start();
-                        act.dispose(Arc::new(task), Some(c.rows_rejected), ctx);
+                        act.dispose(Arc::new(task), Finish::Known { rejected: c.rows_rejected }, ctx);
                         Claim::Done
                     }
                     FileState::Failed => Claim::Parked,
@@ -458,7 +510,7 @@ impl Handler<BatchCommitted> for CheckpointKeeper {
             BatchEnd::Eof => match msg.counts.file_done {
                 // Marked done by the batch's own transaction: straight to
                 // the disk work.
-                Some(rejected) => self.marked_done(msg.file, rejected, ctx),
+                Some(totals) => self.marked_done(msg.file, totals, ctx),
                 None => self.last_batch_committed(msg.file, ctx),
             },
             BatchEnd::Abort(error) if !error.is_permanent() => {

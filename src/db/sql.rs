@@ -39,7 +39,7 @@ pub const ADVANCE_CHECKPOINT: &str = "UPDATE ingest_files SET committed_offset =
     THEN now() END, \
     updated_at = now(), header = COALESCE(header, $9) \
     WHERE id = $1 AND committed_offset = $2 AND state IN ('pending', 'in_progress') \
-    RETURNING state = 'done', rows_rejected";
+    RETURNING state = 'done', rows_total, rows_written, rows_duplicate, rows_rejected";
 /// The fence for a group of batches of different files, one statement:
 /// every file must match, or the caller rolls back. Otherwise as
 /// `ADVANCE_CHECKPOINT`, per file.
@@ -56,7 +56,7 @@ pub const ADVANCE_CHECKPOINTS: &str = "UPDATE ingest_files AS f SET committed_of
     $9::bytea[], $10::bool[]) AS v(id, start_offset, end_offset, end_line, rows, written, duplicate, rejected, \
     header, last) \
     WHERE f.id = v.id AND f.committed_offset = v.start_offset AND f.state IN ('pending', 'in_progress') \
-    RETURNING f.id, f.state = 'done', f.rows_rejected";
+    RETURNING f.id, f.state = 'done', f.rows_total, f.rows_written, f.rows_duplicate, f.rows_rejected";
 pub const READ_CHECKPOINT: &str = "SELECT committed_offset, state FROM ingest_files WHERE id = $1";
 
 /// Registers identities, or finds them; one row per input, with the
@@ -85,7 +85,7 @@ pub const MARK_DONE: &str = "UPDATE ingest_files SET state = 'done', finished_at
 pub const MARK_MANY_DONE: &str = "UPDATE ingest_files SET state = 'done', finished_at = now(), updated_at = now() \
     WHERE id = ANY($1) AND state IN ('pending', 'in_progress') \
     AND rows_total = rows_written + rows_duplicate + rows_rejected \
-    RETURNING id, rows_rejected";
+    RETURNING id, rows_total, rows_written, rows_duplicate, rows_rejected";
 pub const FILE_STATE: &str = "SELECT state, rows_total, rows_written, rows_duplicate, rows_rejected \
     FROM ingest_files WHERE id = $1";
 pub const RECORD_FAILURE: &str = "UPDATE ingest_files SET attempts = attempts + 1, error = $2, \
@@ -93,6 +93,10 @@ pub const RECORD_FAILURE: &str = "UPDATE ingest_files SET attempts = attempts + 
     WHERE id = $1 RETURNING state";
 pub const PARK_FILE: &str = "UPDATE ingest_files SET state = 'failed', error = $2, updated_at = now() \
     WHERE id = $1 AND state <> 'done'";
+/// A file's rejects by reason (the `UNIQUE (file_id, source_line)` index
+/// finds them).
+pub const REJECTS_BY_REASON_OF_FILE: &str =
+    "SELECT reason, count(*) FROM ingest_rejects WHERE file_id = $1 GROUP BY 1 ORDER BY 2 DESC, 1";
 /// One page of a file's rejects, in line order: after line $2, at most $3.
 pub const REJECTS_OF_FILE_AFTER: &str = "SELECT source_line, reason, detail, raw_line FROM ingest_rejects \
     WHERE file_id = $1 AND source_line > $2 ORDER BY source_line LIMIT $3";
