@@ -296,7 +296,7 @@ fn announce(pipeline: &str, file: &FileTask, t: FileTotals, reasons: &Result<Vec
         Err(e) => format!("(cannot read them: {e})"),
     };
     tracing::info!(
-        pipeline,
+        pipeline = %pipeline,
         file = %file.name,
         bytes = file.size,
         rows = t.rows,
