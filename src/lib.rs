@@ -13,6 +13,7 @@ pub mod generate;
 pub mod health;
 pub mod http;
 pub mod intake;
+pub mod live;
 pub mod messages;
 pub mod metrics;
 pub mod pipelines;

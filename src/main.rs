@@ -2,6 +2,7 @@
 //! up logging and the database, runs, and maps failures to exit codes
 //! (2: bad config or folders, 3: database unreachable, 1: anything else).
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -284,13 +285,17 @@ fn load_config(arg: &ConfigArg) -> Result<Config, Fatal> {
     Config::load(&path, explicit).map_err(Fatal::config)
 }
 
+/// Logs to stderr (past the progress bar when one is shown); the last
+/// warnings and errors are also kept for the status page.
 fn init_logging(config: &Config) {
+    use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(ingestd::progress::LogWriter);
+    let registry = tracing_subscriber::registry().with(filter).with(ingestd::live::RecentEvents);
     let _ = match config.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),
+        LogFormat::Text => registry.with(fmt).try_init(),
     };
 }
 
@@ -334,7 +339,7 @@ fn run(config: Config, planned: Vec<ingestd::pipelines::Planned>, until_idle: bo
     init_logging(&config);
     ingestd::pipelines::prepare_folders(&planned).map_err(Fatal::config)?;
     let (pg_config, embedded) = resolve_database(&config)?;
-    let names: Vec<&str> = planned.iter().map(|p| p.pipeline.name.as_str()).collect();
+    let names: Vec<String> = planned.iter().map(|p| p.pipeline.name.clone()).collect();
     tracing::info!(database = %db::redacted(&pg_config), pipelines = ?names, "starting");
     let embedded = Arc::new(Mutex::new(embedded));
     let config = Arc::new(config);
@@ -364,6 +369,15 @@ fn run(config: Config, planned: Vec<ingestd::pipelines::Planned>, until_idle: bo
                         .map_err(|e| Fatal::config(format!("http.listen = {}: {e}", config.http.listen)))?,
                 )
             };
+            // Progress lines, or a bar for a backfill watched on a terminal.
+            let history = Arc::new(Mutex::new(ingestd::live::History::default()));
+            let progress_secs = config.log.progress_secs;
+            ingestd::progress::spawn(ingestd::progress::ReporterSettings {
+                names,
+                history,
+                log_every: (progress_secs > 0).then(|| Duration::from_secs(progress_secs)),
+                bar: until_idle && std::io::stderr().is_terminal(),
+            });
             // Signals are ours from here on: a SIGTERM while start-up still
             // waits for the database ends the process cleanly (nothing is in
             // flight yet), and later the Supervisor drains on it.
@@ -417,13 +431,16 @@ fn run(config: Config, planned: Vec<ingestd::pipelines::Planned>, until_idle: bo
     };
     let started = system.block_on(setup);
     let code = match started {
-        Ok(true) => system.run_with_code().map_err(Fatal::other)?,
-        Ok(false) => 0,
+        Ok(true) => system.run_with_code(),
+        Ok(false) => Ok(0),
         Err(f) => {
+            ingestd::progress::finish_bar();
             stop_embedded(&embedded);
             return Err(f);
         }
     };
+    ingestd::progress::finish_bar();
+    let code = code.map_err(Fatal::other)?;
     stop_embedded(&embedded);
     tracing::info!(code, "stopped");
     Ok(code.clamp(0, 255) as u8)
