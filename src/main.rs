@@ -91,13 +91,18 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Per-file progress read from the database.
+    /// Per-file progress read from the database, totals per pipeline.
     Status {
         #[command(flatten)]
         config: ConfigArg,
-        /// JSON output (an array, one object per file).
+        /// JSON output: one object, the same as `/api/status` without its
+        /// `live` key (totals, pipelines, files, file_errors, skipped).
         #[arg(long)]
         json: bool,
+        /// Files listed at most, the most recent first (totals always
+        /// cover every file); 0 = all.
+        #[arg(long, value_name = "N", default_value_t = ingestd::status::FILES_SHOWN)]
+        limit: usize,
     },
     /// Validate the config file, the pipeline files and the folders without
     /// starting anything.
@@ -186,16 +191,17 @@ fn dispatch(command: Command) -> Result<u8, Fatal> {
                 Ok(0)
             })
         }
-        Command::Status { config, json } => {
+        Command::Status { config, json, limit } => {
             let config = load_config(&config)?;
             init_logging(&config);
             with_database(&config, |pool| async move {
                 db::migrate::run(&pool).await.map_err(Fatal::other)?;
-                let files = ingestd::status::read(&pool).await.map_err(Fatal::other)?;
+                let limit = (limit > 0).then_some(limit);
+                let report = ingestd::status::read(&pool, limit).await.map_err(Fatal::other)?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&files).map_err(Fatal::other)?);
+                    println!("{}", serde_json::to_string_pretty(&report).map_err(Fatal::other)?);
                 } else {
-                    print!("{}", ingestd::status::render_text(&files));
+                    print!("{}", ingestd::status::render_text(&report));
                 }
                 Ok(0)
             })

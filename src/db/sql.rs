@@ -101,8 +101,29 @@ pub const REJECTS_BY_REASON_OF_FILE: &str =
 pub const REJECTS_OF_FILE_AFTER: &str = "SELECT source_line, reason, detail, raw_line FROM ingest_rejects \
     WHERE file_id = $1 AND source_line > $2 ORDER BY source_line LIMIT $3";
 
-pub const STATUS: &str = "SELECT file_name, path, state, rows_total, rows_written, rows_duplicate, \
-    rows_rejected, committed_offset, size, first_seen_at, finished_at, error, pipeline FROM ingest_files ORDER BY id";
+/// `ingestd status` and `/api/status` read the view `ingest_file_status`
+/// (migration 0005): per file, the most recent first, at most $1 (NULL: all).
+pub const STATUS_FILES: &str = "SELECT pipeline, file_name, path, state, rows_total, rows_written, \
+    rows_duplicate, rows_rejected, committed_offset, size, attempts, first_seen_at, finished_at, \
+    extract(epoch FROM lag)::float8, last_error FROM ingest_file_status \
+    ORDER BY first_seen_at DESC, path DESC LIMIT $1";
+/// Per pipeline, over every file on record: files by state, rows by outcome.
+pub const STATUS_TOTALS: &str = "SELECT pipeline, count(*), \
+    count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'in_progress'), \
+    count(*) FILTER (WHERE state = 'done'), count(*) FILTER (WHERE state = 'failed'), \
+    coalesce(sum(size), 0)::int8, coalesce(sum(rows_total), 0)::int8, coalesce(sum(rows_written), 0)::int8, \
+    coalesce(sum(rows_duplicate), 0)::int8, coalesce(sum(rows_rejected), 0)::int8 \
+    FROM ingest_file_status GROUP BY pipeline ORDER BY pipeline";
+/// Rejected rows by pipeline and reason (the `(pipeline, reason)` index).
+pub const STATUS_REJECTS: &str =
+    "SELECT pipeline, reason, count(*) FROM ingest_rejects GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2";
+/// The files whose last attempt left an error, the most recent first.
+pub const STATUS_FILE_ERRORS: &str = "SELECT pipeline, file_name, state, error, updated_at FROM ingest_files \
+    WHERE error IS NOT NULL ORDER BY updated_at DESC LIMIT $1";
+/// Entries of the incoming folders not read, with why (filled by the
+/// Watcher).
+pub const STATUS_SKIPPED: &str = "SELECT pipeline, path, reason, detail, first_seen_at, last_seen_at \
+    FROM ingest_skipped ORDER BY pipeline, path LIMIT $1";
 
 /// A pipeline's ($3) finished files that have rejects matching the
 /// filters ($1 file name, $2 reason; NULL = any).
