@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -365,18 +365,22 @@ fn run(config: Config, planned: Vec<ingestd::pipelines::Planned>, until_idle: bo
         let embedded = embedded.clone();
         async move {
             // Health first, so /healthz answers and /readyz says "not ready"
-            // while the database is still away.
+            // while the database is still away; /api/status answers 503
+            // until the pool is in its slot (after the migrations).
             let health = Arc::new(Health::new(planned.len()));
+            let history = Arc::new(Mutex::new(ingestd::live::History::default()));
+            let pool_slot = Arc::new(OnceLock::new());
             let http = if config.http.listen.is_empty() {
                 None
             } else {
+                let live = ingestd::live::LiveState::new(names.clone(), health.clone(), history.clone());
+                let status = ingestd::http::StatusSource { pool: pool_slot.clone(), live: Arc::new(live) };
                 Some(
-                    ingestd::http::start(&config.http.listen, health.clone())
+                    ingestd::http::start(&config.http.listen, health.clone(), status)
                         .map_err(|e| Fatal::config(format!("http.listen = {}: {e}", config.http.listen)))?,
                 )
             };
             // Progress lines, or a bar for a backfill watched on a terminal.
-            let history = Arc::new(Mutex::new(ingestd::live::History::default()));
             let progress_secs = config.log.progress_secs;
             ingestd::progress::spawn(ingestd::progress::ReporterSettings {
                 names,
@@ -425,6 +429,7 @@ fn run(config: Config, planned: Vec<ingestd::pipelines::Planned>, until_idle: bo
                 tracing::info!(versions = ?applied, "migrations applied");
             }
             health.set_db_ok(true);
+            let _ = pool_slot.set(pool.clone());
             let hard_exit: Box<dyn FnOnce()> = Box::new(move || {
                 if let Some(pg) = embedded.lock().ok().and_then(|mut g| g.take()) {
                     let mut pg = pg;
