@@ -193,5 +193,15 @@ fn a_previous_release_database_is_upgraded_and_a_half_ingested_file_resumes() {
         300
     );
     assert_eq!(db.scalar("SELECT count(*) FROM ingest_files WHERE pipeline = 'ecommerce'"), 2);
-    assert_eq!(db.scalar("SELECT max(version)::int8 FROM ingestd_schema_history"), 4);
+    assert_eq!(db.scalar("SELECT max(version)::int8 FROM ingestd_schema_history"), latest_migration());
+}
+
+/// The number of the last file in `migrations/` (`NNNN_name.sql`): the
+/// version an upgraded database ends at.
+fn latest_migration() -> i64 {
+    std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.split('_').next()?.parse::<i64>().ok())
+        .max()
+        .expect("migrations/ holds numbered files")
 }
