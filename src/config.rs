@@ -135,6 +135,8 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing `EnvFilter` directive; `RUST_LOG` wins when set.
     pub level: String,
+    /// A progress line per pipeline this often while running; 0 = none.
+    pub progress_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -206,7 +208,11 @@ impl Default for HttpConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info,tokio_postgres=warn,actix_server=warn".into() }
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info,tokio_postgres=warn,actix_server=warn".into(),
+            progress_secs: 5,
+        }
     }
 }
 
@@ -444,6 +450,7 @@ mod tests {
         assert_eq!(c.shutdown.drain_timeout_secs, 30);
         assert_eq!(c.http.listen, "127.0.0.1:9187");
         assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(c.log.progress_secs, 5);
     }
 
     #[test]

@@ -108,6 +108,10 @@ pub struct Intake {
     /// Candidate files seen beyond the window: counted, not held; the next
     /// listing picks them up.
     beyond: usize,
+    /// The sizes of `candidates` and `ready` added up, kept as they change
+    /// (a sum over the window per question would cost as much as the window
+    /// each time a file finishes).
+    held_bytes: u64,
     /// Being identified or claimed right now.
     claiming: HashSet<PathBuf>,
     /// Claimed and being read.
@@ -128,6 +132,7 @@ impl Intake {
             candidates: HashMap::new(),
             ready: BTreeMap::new(),
             beyond: 0,
+            held_bytes: 0,
             claiming: HashSet::new(),
             in_flight: HashSet::new(),
             finished: HashMap::new(),
@@ -153,16 +158,19 @@ impl Intake {
             Some(s) if *s == stat => return,
             // Changed after it looked stable: it waits again.
             Some(_) => {
-                self.ready.remove(path.as_os_str());
+                if let Some(old) = self.ready.remove(path.as_os_str()) {
+                    self.held_bytes = self.held_bytes.saturating_sub(old.size);
+                }
             }
             None => {}
         }
-        let c = self.candidates.entry(path.clone()).or_insert_with(|| Candidate {
-            stat: stat.clone(),
-            since: now,
-            renamed: false,
+        let held_bytes = &mut self.held_bytes;
+        let c = self.candidates.entry(path.clone()).or_insert_with(|| {
+            *held_bytes += stat.size;
+            Candidate { stat: stat.clone(), since: now, renamed: false }
         });
         if c.stat != stat {
+            *held_bytes = held_bytes.saturating_sub(c.stat.size) + stat.size;
             *c = Candidate { stat, since: now, renamed: false };
         }
         c.renamed |= renamed;
@@ -174,7 +182,9 @@ impl Intake {
 
     /// A waiting candidate is gone (its re-stat found nothing).
     pub fn forget_candidate(&mut self, path: &Path) {
-        self.candidates.remove(path);
+        if let Some(c) = self.candidates.remove(path) {
+            self.held_bytes = self.held_bytes.saturating_sub(c.stat.size);
+        }
     }
 
     /// Moves candidates that have held still long enough to ready.
@@ -210,6 +220,7 @@ impl Intake {
         let mut picked = Vec::new();
         while self.in_flight.len() + self.claiming.len() < self.files_in_flight && picked.len() < CLAIM_BATCH {
             let Some((path, stat)) = self.ready.pop_first() else { break };
+            self.held_bytes = self.held_bytes.saturating_sub(stat.size);
             let path = PathBuf::from(path);
             self.claiming.insert(path.clone());
             picked.push((path, stat));
@@ -273,6 +284,8 @@ impl Intake {
         let listed: HashSet<&Path> = listing.window.iter().map(|(p, _)| p.as_path()).collect();
         self.candidates.retain(|p, _| listed.contains(p.as_path()));
         self.ready.retain(|p, _| listed.contains(Path::new(p)));
+        self.held_bytes =
+            self.candidates.values().map(|c| c.stat.size).chain(self.ready.values().map(|s| s.size)).sum();
         self.finished.retain(|p, _| listing.held_present.contains(p));
         self.erroring.retain(|p, _| listing.held_present.contains(p));
         self.beyond = listing.beyond;
@@ -295,6 +308,17 @@ impl Intake {
     /// Files waiting (candidates, ready, and beyond the window).
     pub fn waiting(&self) -> usize {
         self.candidates.len() + self.ready.len() + self.beyond
+    }
+
+    /// Bytes of the files waiting: the sizes of those held, and for those
+    /// beyond the window (only counted) the held files' mean size, an
+    /// estimate.
+    pub fn bytes_waiting(&self) -> u64 {
+        let held = (self.candidates.len() + self.ready.len()) as u64;
+        match held {
+            0 => 0,
+            n => self.held_bytes + self.beyond as u64 * (self.held_bytes / n),
+        }
     }
 
     pub fn ready_len(&self) -> usize {
@@ -452,5 +476,37 @@ mod tests {
         }
         assert!(done > window / 2 && done <= window / 2 + CLAIM_BATCH, "{done}");
         assert!(!i.quiet());
+    }
+
+    /// The bytes waiting follow every way a file comes and goes.
+    #[test]
+    fn bytes_waiting_are_the_sizes_of_the_files_waiting() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut i = Intake::new(Duration::from_millis(100), 2);
+        i.observe(p("a.csv"), stat(10, 1), false, at(0));
+        i.observe(p("b.csv"), stat(20, 2), true, at(0));
+        assert_eq!(i.bytes_waiting(), 30, "a candidate and a ready file");
+        i.observe(p("a.csv"), stat(15, 1), false, at(50));
+        assert_eq!(i.bytes_waiting(), 35, "a candidate grew");
+        i.promote(at(200));
+        assert_eq!(i.bytes_waiting(), 35, "promoted: still waiting");
+        i.observe(p("b.csv"), stat(5, 2), false, at(200));
+        assert_eq!(i.bytes_waiting(), 20, "changed while ready: waits again, at its new size");
+        i.forget_candidate(&p("b.csv"));
+        assert_eq!(i.bytes_waiting(), 15);
+        let picked = i.pick();
+        assert_eq!(picked.len(), 1);
+        assert_eq!(i.bytes_waiting(), 0, "picked: no longer waiting");
+        // A listing: what it does not list is gone; beyond the window, the
+        // held files' mean size stands for each file counted.
+        i.observe(p("c.csv"), stat(7, 3), true, at(300));
+        let listing = Listing {
+            window: vec![(p("d.csv"), stat(100, 4)), (p("e.csv"), stat(300, 5))],
+            beyond: 3,
+            ..Listing::default()
+        };
+        i.listed(listing, at(400));
+        assert_eq!(i.bytes_waiting(), 400 + 3 * 200);
     }
 }

@@ -2,9 +2,10 @@
 //! up logging and the database, runs, and maps failures to exit codes
 //! (2: bad config or folders, 3: database unreachable, 1: anything else).
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -90,13 +91,18 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Per-file progress read from the database.
+    /// Per-file progress read from the database, totals per pipeline.
     Status {
         #[command(flatten)]
         config: ConfigArg,
-        /// JSON output (an array, one object per file).
+        /// JSON output: one object, the same as `/api/status` without its
+        /// `live` key (totals, pipelines, files, file_errors, skipped).
         #[arg(long)]
         json: bool,
+        /// Files listed at most, the most recent first (totals always
+        /// cover every file); 0 = all.
+        #[arg(long, value_name = "N", default_value_t = ingestd::status::FILES_SHOWN)]
+        limit: usize,
     },
     /// Validate the config file, the pipeline files and the folders without
     /// starting anything.
@@ -185,16 +191,17 @@ fn dispatch(command: Command) -> Result<u8, Fatal> {
                 Ok(0)
             })
         }
-        Command::Status { config, json } => {
+        Command::Status { config, json, limit } => {
             let config = load_config(&config)?;
             init_logging(&config);
             with_database(&config, |pool| async move {
                 db::migrate::run(&pool).await.map_err(Fatal::other)?;
-                let files = ingestd::status::read(&pool).await.map_err(Fatal::other)?;
+                let limit = (limit > 0).then_some(limit);
+                let report = ingestd::status::read(&pool, limit).await.map_err(Fatal::other)?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&files).map_err(Fatal::other)?);
+                    println!("{}", serde_json::to_string_pretty(&report).map_err(Fatal::other)?);
                 } else {
-                    print!("{}", ingestd::status::render_text(&files));
+                    print!("{}", ingestd::status::render_text(&report));
                 }
                 Ok(0)
             })
@@ -284,13 +291,17 @@ fn load_config(arg: &ConfigArg) -> Result<Config, Fatal> {
     Config::load(&path, explicit).map_err(Fatal::config)
 }
 
+/// Logs to stderr (past the progress bar when one is shown); the last
+/// warnings and errors are also kept for the status page.
 fn init_logging(config: &Config) {
+    use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(ingestd::progress::LogWriter);
+    let registry = tracing_subscriber::registry().with(filter).with(ingestd::live::RecentEvents);
     let _ = match config.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),
+        LogFormat::Text => registry.with(fmt).try_init(),
     };
 }
 
@@ -334,7 +345,7 @@ fn run(config: Config, planned: Vec<ingestd::pipelines::Planned>, until_idle: bo
     init_logging(&config);
     ingestd::pipelines::prepare_folders(&planned).map_err(Fatal::config)?;
     let (pg_config, embedded) = resolve_database(&config)?;
-    let names: Vec<&str> = planned.iter().map(|p| p.pipeline.name.as_str()).collect();
+    let names: Vec<String> = planned.iter().map(|p| p.pipeline.name.clone()).collect();
     tracing::info!(database = %db::redacted(&pg_config), pipelines = ?names, "starting");
     let embedded = Arc::new(Mutex::new(embedded));
     let config = Arc::new(config);
@@ -354,16 +365,29 @@ fn run(config: Config, planned: Vec<ingestd::pipelines::Planned>, until_idle: bo
         let embedded = embedded.clone();
         async move {
             // Health first, so /healthz answers and /readyz says "not ready"
-            // while the database is still away.
+            // while the database is still away; /api/status answers 503
+            // until the pool is in its slot (after the migrations).
             let health = Arc::new(Health::new(planned.len()));
+            let history = Arc::new(Mutex::new(ingestd::live::History::default()));
+            let pool_slot = Arc::new(OnceLock::new());
             let http = if config.http.listen.is_empty() {
                 None
             } else {
+                let live = ingestd::live::LiveState::new(names.clone(), health.clone(), history.clone());
+                let status = ingestd::http::StatusSource { pool: pool_slot.clone(), live: Arc::new(live) };
                 Some(
-                    ingestd::http::start(&config.http.listen, health.clone())
+                    ingestd::http::start(&config.http.listen, health.clone(), status)
                         .map_err(|e| Fatal::config(format!("http.listen = {}: {e}", config.http.listen)))?,
                 )
             };
+            // Progress lines, or a bar for a backfill watched on a terminal.
+            let progress_secs = config.log.progress_secs;
+            ingestd::progress::spawn(ingestd::progress::ReporterSettings {
+                names,
+                history,
+                log_every: (progress_secs > 0).then(|| Duration::from_secs(progress_secs)),
+                bar: until_idle && std::io::stderr().is_terminal(),
+            });
             // Signals are ours from here on: a SIGTERM while start-up still
             // waits for the database ends the process cleanly (nothing is in
             // flight yet), and later the Supervisor drains on it.
@@ -405,6 +429,7 @@ fn run(config: Config, planned: Vec<ingestd::pipelines::Planned>, until_idle: bo
                 tracing::info!(versions = ?applied, "migrations applied");
             }
             health.set_db_ok(true);
+            let _ = pool_slot.set(pool.clone());
             let hard_exit: Box<dyn FnOnce()> = Box::new(move || {
                 if let Some(pg) = embedded.lock().ok().and_then(|mut g| g.take()) {
                     let mut pg = pg;
@@ -417,13 +442,16 @@ fn run(config: Config, planned: Vec<ingestd::pipelines::Planned>, until_idle: bo
     };
     let started = system.block_on(setup);
     let code = match started {
-        Ok(true) => system.run_with_code().map_err(Fatal::other)?,
-        Ok(false) => 0,
+        Ok(true) => system.run_with_code(),
+        Ok(false) => Ok(0),
         Err(f) => {
+            ingestd::progress::finish_bar();
             stop_embedded(&embedded);
             return Err(f);
         }
     };
+    ingestd::progress::finish_bar();
+    let code = code.map_err(Fatal::other)?;
     stop_embedded(&embedded);
     tracing::info!(code, "stopped");
     Ok(code.clamp(0, 255) as u8)

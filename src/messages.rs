@@ -231,6 +231,8 @@ pub struct BatchCommitted {
     pub file: Arc<FileTask>,
     pub counts: Counts,
     pub end: BatchEnd,
+    /// The file's committed offset after this batch (for the bytes left).
+    pub end_offset: u64,
 }
 
 /// CheckpointKeeper → Watcher: a file identity is finished (done, or parked).

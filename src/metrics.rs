@@ -25,6 +25,10 @@ pub struct Metrics {
     files_done: IntCounterVec,
     files_failed: IntCounterVec,
     files_pending: IntGaugeVec,
+    files_in_flight: IntGaugeVec,
+    bytes_waiting: IntGaugeVec,
+    bytes_in_flight: IntGaugeVec,
+    bytes_committed: IntCounterVec,
     pub restarts: IntCounterVec,
     db_errors: IntCounterVec,
     watch_errors: IntCounterVec,
@@ -47,6 +51,15 @@ pub struct PipelineMetrics {
     pub files_done: IntCounter,
     pub files_failed: IntCounter,
     pub files_pending: IntGauge,
+    /// Files claimed and being read (set by the Watcher).
+    pub files_in_flight: IntGauge,
+    /// Bytes of the files waiting (set by the Watcher).
+    pub bytes_waiting: IntGauge,
+    /// Bytes of the files being read that are not committed yet (set by
+    /// the CheckpointKeeper).
+    pub bytes_in_flight: IntGauge,
+    /// Bytes of input committed (by the CheckpointKeeper).
+    pub bytes_committed: IntCounter,
     pub db_errors: IntCounter,
     pub watch_errors: IntCounter,
     pub disk_errors: IntCounter,
@@ -61,6 +74,13 @@ impl PipelineMetrics {
 
     pub fn reject(&self, reason: RejectReason) {
         metrics().rejects.with_label_values(&[&self.name, reason.as_str()]).inc();
+    }
+
+    /// What the Watcher's intake holds besides the files waiting: files in
+    /// flight, and the bytes waiting.
+    pub fn set_intake(&self, files_in_flight: usize, bytes_waiting: u64) {
+        self.files_in_flight.set(files_in_flight as i64);
+        self.bytes_waiting.set(bytes_waiting as i64);
     }
 }
 
@@ -90,6 +110,22 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(batch_seconds.clone())).expect("unique metric");
+        let gauge_vec = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["pipeline"]).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let files_in_flight = gauge_vec("ingestd_files_in_flight", "Files claimed and being read.");
+        let bytes_waiting = gauge_vec(
+            "ingestd_bytes_waiting",
+            "Bytes of the files waiting in the incoming folder (beyond the Watcher's window: estimated from the mean size).",
+        );
+        let bytes_in_flight =
+            gauge_vec("ingestd_bytes_in_flight", "Bytes of the files being read that are not committed yet.");
+        let bytes_committed = per_pipeline(
+            "ingestd_bytes_committed_total",
+            "Bytes of input files committed (a gzip file counts its compressed size when its last batch commits).",
+        );
         let files_pending = IntGaugeVec::new(
             Opts::new("ingestd_files_pending", "Files waiting in the incoming folder."),
             &["pipeline"],
@@ -121,6 +157,10 @@ impl Metrics {
             files_done: per_pipeline("ingestd_files_done_total", "Files fully committed."),
             files_failed: per_pipeline("ingestd_files_failed_total", "Files parked as failed."),
             files_pending,
+            files_in_flight,
+            bytes_waiting,
+            bytes_in_flight,
+            bytes_committed,
             restarts: counter_vec(
                 "ingestd_actor_restarts_total",
                 "Pipeline restarts by the actor that failed.",
@@ -166,6 +206,10 @@ impl Metrics {
             files_done: self.files_done.with_label_values(l),
             files_failed: self.files_failed.with_label_values(l),
             files_pending: self.files_pending.with_label_values(l),
+            files_in_flight: self.files_in_flight.with_label_values(l),
+            bytes_waiting: self.bytes_waiting.with_label_values(l),
+            bytes_in_flight: self.bytes_in_flight.with_label_values(l),
+            bytes_committed: self.bytes_committed.with_label_values(l),
             db_errors: self.db_errors.with_label_values(l),
             watch_errors: self.watch_errors.with_label_values(l),
             disk_errors: self.disk_errors.with_label_values(l),

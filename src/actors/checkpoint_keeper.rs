@@ -7,7 +7,8 @@
 //! - Emits: `FileFinished` to the Watcher.
 //! - State: the files whose after-commit disk work is running
 //!   ([`DiskWork`], which the drain waits on); files waiting for the next
-//!   mark-done or move round.
+//!   mark-done or move round; the bytes of the files being read that are
+//!   not committed yet ([`InFlightBytes`], for the progress shown).
 //! - On restart: nothing is kept; the table is the state.
 //! - On drain: the Supervisor waits until its disk work is done (or the
 //!   deadline passes: the next start redoes it).
@@ -17,7 +18,9 @@
 //! A file is done only when its last batch is committed and its rows add up
 //! (rows = written + duplicate + rejected). Usually the last batch's own
 //! transaction marks it (`sql::ADVANCE_CHECKPOINT`); when it did not (a
-//! replayed last batch), this actor does. The disk work after that
+//! replayed last batch), this actor does. Either way one info line says so,
+//! with the file's counts and, when it has rejects, its rejects by reason
+//! (one query; a file without rejects costs none). The disk work after that
 //! (`crate::disposal`: the rejects file, the move) is idempotent and
 //! retried: if we die in the middle, the next claim of the same identity
 //! answers `Done` and the work is redone, without reading a row again.
@@ -29,13 +32,14 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::db::files::{self, FileState, Identity, MarkedDone};
+use crate::db::files::{self, FileState, FileTotals, Identity, MarkedDone};
 use crate::db::{DbError, Pool};
 use crate::disposal::{self, DiskError, Disposal, RejectsFile};
 use crate::messages::{
     BatchCommitted, BatchEnd, Claim, ClaimFiles, FileFinished, FileTask, Left, RecordFailure, SetWatcher, Skipped,
 };
 use crate::metrics::{metrics, PipelineMetrics};
+use crate::progress::InFlightBytes;
 use crate::retry::{retry, Backoff};
 
 /// Rejects fetched per query when writing a rejects file.
@@ -72,6 +76,8 @@ pub struct CheckpointKeeper {
     recording_skipped: bool,
     /// The last read error said of each file that could not be read.
     read_errors: HashMap<i64, String>,
+    /// Bytes of the files claimed for reading not committed yet.
+    reading: InFlightBytes,
 }
 
 impl CheckpointKeeper {
@@ -89,12 +95,17 @@ impl CheckpointKeeper {
             skipped: None,
             recording_skipped: false,
             read_errors: HashMap::new(),
+            reading: InFlightBytes::default(),
         }
     }
 
     /// The count of files whose disk work is under way, for the drain.
     pub fn disk_work(&self) -> Arc<DiskWork> {
         self.disk.clone()
+    }
+
+    fn show_bytes_in_flight(&self) {
+        self.m.bytes_in_flight.set(self.reading.remaining() as i64);
     }
 
     fn tell_watcher(&self, file: &FileTask, left: Left) {
@@ -129,7 +140,7 @@ impl CheckpointKeeper {
                 files::mark_done(&pool, &ids)
             })
             .await;
-            let done = marked.unwrap_or_else(|e| {
+            let done: HashMap<i64, FileTotals> = marked.unwrap_or_else(|e| {
                 tracing::error!(files = ids.len(), error = %e, "cannot mark files done");
                 HashMap::new()
             });
@@ -140,8 +151,11 @@ impl CheckpointKeeper {
             act.marking = false;
             tracing::debug!(files = files.len(), "marked done");
             for file in files {
-                let rejected = done.get(&file.file_id).copied();
-                act.dispose(file, rejected, ctx);
+                let finish = match done.get(&file.file_id) {
+                    Some(totals) => Finish::Marked(*totals),
+                    None => Finish::Unmarked,
+                };
+                act.dispose(file, finish, ctx);
             }
             act.mark_queued(ctx);
         }));
@@ -151,13 +165,14 @@ impl CheckpointKeeper {
     /// Files without rejects only need moving, and many small files finish
     /// at once: they are moved in rounds, one trip to the blocking pool per
     /// round. A move that fails is retried alone (`dispose`).
-    fn marked_done(&mut self, file: Arc<FileTask>, rejected: i64, ctx: &mut Context<Self>) {
+    fn marked_done(&mut self, file: Arc<FileTask>, totals: FileTotals, ctx: &mut Context<Self>) {
         self.m.files_done.inc();
         self.disk.start();
-        if rejected > 0 {
-            self.dispose(file, Some(rejected), ctx);
+        if totals.rejected > 0 {
+            self.dispose(file, Finish::Marked(totals), ctx);
             return;
         }
+        announce(self.m.name(), &file, totals, &Ok(Vec::new()));
         self.to_move.push(file);
         self.move_queued(ctx);
     }
@@ -193,7 +208,7 @@ impl CheckpointKeeper {
                             Err(e) => {
                                 act.m.disk_errors.inc();
                                 tracing::warn!(file = %file.name, error = %e, "after-commit disk work failed; retrying");
-                                act.dispose(file, Some(0), ctx);
+                                act.dispose(file, Finish::Known { rejected: 0 }, ctx);
                             }
                         }
                     }
@@ -207,26 +222,31 @@ impl CheckpointKeeper {
     }
 
     /// The disk work of one file (counted in `disk` by the caller), once a
-    /// statement said it is done (with its rejected count); a file no
-    /// statement marked is marked alone first (`mark_one_done` says why
-    /// not, and parks it if its rows do not add up).
-    fn dispose(&mut self, file: Arc<FileTask>, rejected: Option<i64>, ctx: &mut Context<Self>) {
+    /// statement said it is done; a file no statement marked is marked alone
+    /// first (`mark_one_done` says why not, and parks it if its rows do not
+    /// add up).
+    fn dispose(&mut self, file: Arc<FileTask>, finish: Finish, ctx: &mut Context<Self>) {
         let pool = self.pool.clone();
         let settings = self.settings.clone();
         let m = self.m.clone();
         let fut = async move {
-            let rejected = match rejected {
-                Some(r) => Some(r),
-                None => {
+            let rejected = match finish {
+                Finish::Known { rejected } => Some(rejected),
+                Finish::Marked(totals) => {
+                    announce(m.name(), &file, totals, &reasons_of(&pool, &file, totals).await);
+                    Some(totals.rejected)
+                }
+                Finish::Unmarked => {
                     let marked =
                         retry("cannot mark file done", Backoff::new(RETRY_CAP), None, DbError::is_transient, || {
                             files::mark_one_done(&pool, file.file_id)
                         })
                         .await;
                     match marked {
-                        Ok(MarkedDone::Done { rejected }) => {
+                        Ok(MarkedDone::Done(totals)) => {
                             m.files_done.inc();
-                            Some(rejected)
+                            announce(m.name(), &file, totals, &reasons_of(&pool, &file, totals).await);
+                            Some(totals.rejected)
                         }
                         Ok(MarkedDone::Parked(error)) => {
                             m.files_failed.inc();
@@ -254,6 +274,47 @@ impl CheckpointKeeper {
             act.tell_watcher(&file, left_by(&file, kept));
         }));
     }
+}
+
+/// What is known of a file whose disk work starts.
+#[derive(Debug, Clone, Copy)]
+enum Finish {
+    /// Marked done just now by a statement, with its rows: announced.
+    Marked(FileTotals),
+    /// Done before (a claim found it done, or its disk work is tried
+    /// again): its rejected rows.
+    Known { rejected: i64 },
+    /// Its last batch is committed but no statement marked it: marked
+    /// alone first (and announced).
+    Unmarked,
+}
+
+/// A file's rejects by reason, read only when it has some.
+async fn reasons_of(pool: &Pool, file: &FileTask, totals: FileTotals) -> Result<Vec<(String, i64)>, DbError> {
+    if totals.rejected == 0 {
+        return Ok(Vec::new());
+    }
+    files::rejects_by_reason(pool, file.file_id).await
+}
+
+/// The one info line of a finished file: its counts, and its rejects by
+/// reason (`missing_field:3,invalid_uuid:1`).
+fn announce(pipeline: &str, file: &FileTask, t: FileTotals, reasons: &Result<Vec<(String, i64)>, DbError>) {
+    let rejects = match reasons {
+        Ok(r) => r.iter().map(|(reason, n)| format!("{reason}:{n}")).collect::<Vec<_>>().join(","),
+        Err(e) => format!("(cannot read them: {e})"),
+    };
+    tracing::info!(
+        pipeline = %pipeline,
+        file = %file.name,
+        bytes = file.size,
+        rows = t.rows,
+        written = t.written,
+        duplicate = t.duplicate,
+        rejected = t.rejected,
+        rejects = %rejects,
+        "file done"
+    );
 }
 
 /// The disk work after a file is done: its rejects file, then the move or
@@ -368,12 +429,19 @@ impl Actor for CheckpointKeeper {
     /// Temp files of disk work cut short by a crash are ours to remove: the
     /// work is redone from the table when the file is claimed again.
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.show_bytes_in_flight();
         let settings = self.settings.clone();
         let fut = tokio::task::spawn_blocking(move || {
             disposal::remove_leftovers(&settings.disposal.bad_records);
             disposal::remove_leftovers(&settings.disposal.processed);
         });
         ctx.wait(async move { fut.await.ok() }.into_actor(self).map(|_, _, _| ()));
+    }
+
+    /// Files in flight are forgotten with this actor (a restart claims them
+    /// again).
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.m.bytes_in_flight.set(0);
     }
 }
 
@@ -415,13 +483,17 @@ impl Handler<ClaimFiles> for CheckpointKeeper {
                 .map(|(task, c)| match c.state {
                     FileState::Done => {
                         act.disk.start();
-                        act.dispose(Arc::new(task), Some(c.rows_rejected), ctx);
+                        act.dispose(Arc::new(task), Finish::Known { rejected: c.rows_rejected }, ctx);
                         Claim::Done
                     }
                     FileState::Failed => Claim::Parked,
-                    FileState::Pending | FileState::InProgress => Claim::Read(task),
+                    FileState::Pending | FileState::InProgress => {
+                        act.reading.claimed(task.file_id, task.size, task.offset, task.gzip);
+                        Claim::Read(task)
+                    }
                 })
                 .collect();
+            act.show_bytes_in_flight();
             Ok(claims)
         }))
     }
@@ -431,12 +503,23 @@ impl Handler<BatchCommitted> for CheckpointKeeper {
     type Result = ();
 
     fn handle(&mut self, msg: BatchCommitted, ctx: &mut Context<Self>) {
+        let id = msg.file.file_id;
+        let settled = match &msg.end {
+            BatchEnd::More => self.reading.committed(id, msg.end_offset, false),
+            BatchEnd::Eof => self.reading.committed(id, msg.end_offset, true),
+            BatchEnd::Abort(_) => {
+                self.reading.dropped(id);
+                0
+            }
+        };
+        self.m.bytes_committed.inc_by(settled);
+        self.show_bytes_in_flight();
         match msg.end {
             BatchEnd::More => {}
             BatchEnd::Eof => match msg.counts.file_done {
                 // Marked done by the batch's own transaction: straight to
                 // the disk work.
-                Some(rejected) => self.marked_done(msg.file, rejected, ctx),
+                Some(totals) => self.marked_done(msg.file, totals, ctx),
                 None => self.last_batch_committed(msg.file, ctx),
             },
             BatchEnd::Abort(error) if !error.is_permanent() => {

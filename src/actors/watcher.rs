@@ -240,6 +240,7 @@ impl Watcher {
             self.claim(picked, ctx);
         }
         self.m.files_pending.set(self.intake.waiting() as i64);
+        self.m.set_intake(self.intake.in_flight(), self.intake.bytes_waiting());
         self.pace_watch();
         // The window is running low and files wait beyond it: list again.
         if self.intake.wants_listing() {

@@ -204,8 +204,13 @@ impl Writer {
             };
             if let Ok(counts) = &result {
                 for (b, c) in group.iter().zip(counts) {
-                    let _ =
-                        downstream.send(BatchCommitted { file: b.file.clone(), counts: *c, end: b.end.clone() }).await;
+                    let committed = BatchCommitted {
+                        file: b.file.clone(),
+                        counts: *c,
+                        end: b.end.clone(),
+                        end_offset: b.end_offset,
+                    };
+                    let _ = downstream.send(committed).await;
                 }
             }
             // The batches, and with them their credits, are released here:

@@ -50,6 +50,29 @@ impl fmt::Display for FileState {
     }
 }
 
+/// A file's rows as `ingest_files` counts them: rows = written + duplicate
+/// + rejected once it is done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileTotals {
+    pub rows: i64,
+    pub written: i64,
+    pub duplicate: i64,
+    pub rejected: i64,
+}
+
+impl FileTotals {
+    /// The four counts in columns `first..first + 4` of a row, in the order
+    /// rows_total, rows_written, rows_duplicate, rows_rejected.
+    pub(crate) fn at(row: &tokio_postgres::Row, first: usize) -> FileTotals {
+        FileTotals {
+            rows: row.get(first),
+            written: row.get(first + 1),
+            duplicate: row.get(first + 2),
+            rejected: row.get(first + 3),
+        }
+    }
+}
+
 /// A file identity as `ingest_files` has it after a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
@@ -112,19 +135,19 @@ pub async fn claim(pool: &Pool, pipeline: &str, files: &[Identity<'_>]) -> Resul
 }
 
 /// Marks done, in one statement, the files whose rows add up; their
-/// rejected counts by id.
-pub async fn mark_done(pool: &Pool, ids: &[i64]) -> Result<HashMap<i64, i64>, DbError> {
+/// totals by id.
+pub async fn mark_done(pool: &Pool, ids: &[i64]) -> Result<HashMap<i64, FileTotals>, DbError> {
     let conn = pool.get().await.map_err(DbError::pool("mark done"))?;
     let rows =
         conn.query_typed(sql::MARK_MANY_DONE, &[(&ids, Type::INT8_ARRAY)]).await.map_err(DbError::pg("mark done"))?;
-    Ok(rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1))).collect())
+    Ok(rows.iter().map(|r| (r.get::<_, i64>(0), FileTotals::at(r, 1))).collect())
 }
 
 /// What marking one file done found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MarkedDone {
-    /// Done (now or before), with its rejected rows.
-    Done { rejected: i64 },
+    /// Done (now or before), with its rows.
+    Done(FileTotals),
     /// Its rows do not add up, so it is not done: it was parked with this
     /// reason (a bug, shown rather than hidden).
     Parked(String),
@@ -140,11 +163,11 @@ pub async fn mark_one_done(pool: &Pool, file_id: i64) -> Result<MarkedDone, DbEr
     if let Some(row) =
         conn.query_typed_opt(sql::MARK_DONE, &[(&file_id, Type::INT8)]).await.map_err(DbError::pg("mark done"))?
     {
-        return Ok(MarkedDone::Done { rejected: row.get::<_, i64>(3) });
+        return Ok(MarkedDone::Done(FileTotals::at(&row, 0)));
     }
     let row = conn.query_one(sql::FILE_STATE, &[&file_id]).await.map_err(DbError::pg("mark done"))?;
     match FileState::parse(row.get(0)) {
-        FileState::Done => return Ok(MarkedDone::Done { rejected: row.get::<_, i64>(4) }),
+        FileState::Done => return Ok(MarkedDone::Done(FileTotals::at(&row, 1))),
         FileState::Failed => return Ok(MarkedDone::Failed),
         FileState::Pending | FileState::InProgress => {}
     }
@@ -177,6 +200,16 @@ pub async fn record_failure(pool: &Pool, file_id: i64, error: &str, limit: u32) 
         .await
         .map_err(DbError::pg("record failure"))?;
     Ok(row.is_some_and(|r| FileState::parse(r.get(0)) == FileState::Failed))
+}
+
+/// A file's rejected rows by reason, most frequent first.
+pub async fn rejects_by_reason(pool: &Pool, file_id: i64) -> Result<Vec<(String, i64)>, DbError> {
+    let conn = pool.get().await.map_err(DbError::pool("read rejects"))?;
+    let rows = conn
+        .query_typed(sql::REJECTS_BY_REASON_OF_FILE, &[(&file_id, Type::INT8)])
+        .await
+        .map_err(DbError::pg("read rejects"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// One page of a file's rejects, after line `after`, in line order.

@@ -39,7 +39,7 @@ pub const ADVANCE_CHECKPOINT: &str = "UPDATE ingest_files SET committed_offset =
     THEN now() END, \
     updated_at = now(), header = COALESCE(header, $9) \
     WHERE id = $1 AND committed_offset = $2 AND state IN ('pending', 'in_progress') \
-    RETURNING state = 'done', rows_rejected";
+    RETURNING state = 'done', rows_total, rows_written, rows_duplicate, rows_rejected";
 /// The fence for a group of batches of different files, one statement:
 /// every file must match, or the caller rolls back. Otherwise as
 /// `ADVANCE_CHECKPOINT`, per file.
@@ -56,7 +56,7 @@ pub const ADVANCE_CHECKPOINTS: &str = "UPDATE ingest_files AS f SET committed_of
     $9::bytea[], $10::bool[]) AS v(id, start_offset, end_offset, end_line, rows, written, duplicate, rejected, \
     header, last) \
     WHERE f.id = v.id AND f.committed_offset = v.start_offset AND f.state IN ('pending', 'in_progress') \
-    RETURNING f.id, f.state = 'done', f.rows_rejected";
+    RETURNING f.id, f.state = 'done', f.rows_total, f.rows_written, f.rows_duplicate, f.rows_rejected";
 pub const READ_CHECKPOINT: &str = "SELECT committed_offset, state FROM ingest_files WHERE id = $1";
 
 /// Registers identities, or finds them; one row per input, with the
@@ -85,7 +85,7 @@ pub const MARK_DONE: &str = "UPDATE ingest_files SET state = 'done', finished_at
 pub const MARK_MANY_DONE: &str = "UPDATE ingest_files SET state = 'done', finished_at = now(), updated_at = now() \
     WHERE id = ANY($1) AND state IN ('pending', 'in_progress') \
     AND rows_total = rows_written + rows_duplicate + rows_rejected \
-    RETURNING id, rows_rejected";
+    RETURNING id, rows_total, rows_written, rows_duplicate, rows_rejected";
 pub const FILE_STATE: &str = "SELECT state, rows_total, rows_written, rows_duplicate, rows_rejected \
     FROM ingest_files WHERE id = $1";
 pub const RECORD_FAILURE: &str = "UPDATE ingest_files SET attempts = attempts + 1, error = $2, \
@@ -95,6 +95,10 @@ pub const RECORD_FAILURE: &str = "UPDATE ingest_files SET attempts = attempts + 
 pub const NOTE_ERROR: &str = "UPDATE ingest_files SET error = $2, updated_at = now() WHERE id = $1 AND state <> 'done'";
 pub const PARK_FILE: &str = "UPDATE ingest_files SET state = 'failed', error = $2, updated_at = now() \
     WHERE id = $1 AND state <> 'done'";
+/// A file's rejects by reason (the `UNIQUE (file_id, source_line)` index
+/// finds them).
+pub const REJECTS_BY_REASON_OF_FILE: &str =
+    "SELECT reason, count(*) FROM ingest_rejects WHERE file_id = $1 GROUP BY 1 ORDER BY 2 DESC, 1";
 /// One page of a file's rejects, in line order: after line $2, at most $3.
 pub const REJECTS_OF_FILE_AFTER: &str = "SELECT source_line, reason, detail, raw_line FROM ingest_rejects \
     WHERE file_id = $1 AND source_line > $2 ORDER BY source_line LIMIT $3";
@@ -109,8 +113,29 @@ pub const SKIPPED_RECORD: &str = "INSERT INTO ingest_skipped (pipeline, path, re
     last_seen_at = now(), first_seen_at = CASE WHEN ingest_skipped.reason = excluded.reason \
     THEN ingest_skipped.first_seen_at ELSE now() END";
 
-pub const STATUS: &str = "SELECT file_name, path, state, rows_total, rows_written, rows_duplicate, \
-    rows_rejected, committed_offset, size, first_seen_at, finished_at, error, pipeline FROM ingest_files ORDER BY id";
+/// `ingestd status` and `/api/status` read the view `ingest_file_status`
+/// (migration 0005): per file, the most recent first, at most $1 (NULL: all).
+pub const STATUS_FILES: &str = "SELECT pipeline, file_name, path, state, rows_total, rows_written, \
+    rows_duplicate, rows_rejected, committed_offset, size, attempts, first_seen_at, finished_at, \
+    extract(epoch FROM lag)::float8, last_error FROM ingest_file_status \
+    ORDER BY first_seen_at DESC, path DESC LIMIT $1";
+/// Per pipeline, over every file on record: files by state, rows by outcome.
+pub const STATUS_TOTALS: &str = "SELECT pipeline, count(*), \
+    count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'in_progress'), \
+    count(*) FILTER (WHERE state = 'done'), count(*) FILTER (WHERE state = 'failed'), \
+    coalesce(sum(size), 0)::int8, coalesce(sum(rows_total), 0)::int8, coalesce(sum(rows_written), 0)::int8, \
+    coalesce(sum(rows_duplicate), 0)::int8, coalesce(sum(rows_rejected), 0)::int8 \
+    FROM ingest_file_status GROUP BY pipeline ORDER BY pipeline";
+/// Rejected rows by pipeline and reason (the `(pipeline, reason)` index).
+pub const STATUS_REJECTS: &str =
+    "SELECT pipeline, reason, count(*) FROM ingest_rejects GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2";
+/// The files whose last attempt left an error, the most recent first.
+pub const STATUS_FILE_ERRORS: &str = "SELECT pipeline, file_name, state, error, updated_at FROM ingest_files \
+    WHERE error IS NOT NULL ORDER BY updated_at DESC LIMIT $1";
+/// Entries of the incoming folders not read, with why (filled by the
+/// Watcher).
+pub const STATUS_SKIPPED: &str = "SELECT pipeline, path, reason, detail, first_seen_at, last_seen_at \
+    FROM ingest_skipped ORDER BY pipeline, path LIMIT $1";
 
 /// A pipeline's ($3) finished files that have rejects matching the
 /// filters ($1 file name, $2 reason; NULL = any).

@@ -21,6 +21,7 @@ use tokio_postgres::{Client, Statement, Transaction};
 use crate::core::copy::{CopyPayload, Merged};
 use crate::core::reason::RejectReason;
 use crate::core::validate::{Checked, RejectRow};
+use crate::db::files::FileTotals;
 use crate::db::sql::PipelineSql;
 use crate::db::{sql, DbError, Pool};
 use crate::metrics::metrics;
@@ -56,8 +57,9 @@ pub struct Counts {
     pub duplicate: u64,
     pub rejected: u64,
     /// The batch's transaction also marked its file done (its last batch,
-    /// rows adding up): the file's rejected rows in all, for its disk work.
-    pub file_done: Option<i64>,
+    /// rows adding up): the file's rows in all (its rejected rows decide
+    /// its disk work).
+    pub file_done: Option<FileTotals>,
 }
 
 /// The Writer's own connection. It is taken from the pool's manager but
@@ -383,8 +385,8 @@ pub async fn commit_group(conn: &mut WriterConn, group: &[Batch<'_>], route: Rou
     }
     crate::failpoints::hit("before_commit", group[0].file_name);
     tx.commit().await.map_err(DbError::pg("commit"))?;
-    let done: HashMap<i64, i64> =
-        advanced.iter().filter(|r| r.get::<_, bool>(1)).map(|r| (r.get(0), r.get(2))).collect();
+    let done: HashMap<i64, FileTotals> =
+        advanced.iter().filter(|r| r.get::<_, bool>(1)).map(|r| (r.get(0), FileTotals::at(r, 2))).collect();
     let counts =
         group.iter().zip(counts).map(|(b, c)| Counts { file_done: done.get(&b.file_id).copied(), ..c }).collect();
     Ok(GroupOutcome::Committed(counts))
@@ -392,9 +394,9 @@ pub async fn commit_group(conn: &mut WriterConn, group: &[Batch<'_>], route: Rou
 
 /// What the checkpoint fence said.
 enum Fenced {
-    /// Committed; `Some(rejected)`: the batch's transaction also marked its
+    /// Committed; `Some(totals)`: the batch's transaction also marked its
     /// file done (as in `Counts::file_done`).
-    Committed(Option<i64>),
+    Committed(Option<FileTotals>),
     /// The fence matched no row; the transaction was rolled back.
     Missed,
 }
@@ -428,7 +430,7 @@ async fn advance_and_commit(
         tx.rollback().await.map_err(DbError::pg("rollback"))?;
         return Ok(Fenced::Missed);
     };
-    let file_done = advanced.get::<_, bool>(0).then(|| advanced.get::<_, i64>(1));
+    let file_done = advanced.get::<_, bool>(0).then(|| FileTotals::at(&advanced, 1));
     // If we die here the outcome is unknown to us; the replay's fence will
     // find out.
     crate::failpoints::hit("before_commit", b.file_name);

@@ -6,6 +6,7 @@ mod support;
 mod database;
 mod files;
 mod input;
+mod observability;
 mod pipelines;
 mod process;
 mod resources;

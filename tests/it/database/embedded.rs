@@ -65,8 +65,8 @@ fn embedded_cluster_behind_a_private_folder_is_relocated_and_found_by_status() {
     let (status, out, err) = d.output(&["status", "--json"]);
     assert!(status.success(), "{err}");
     assert!(err.contains(path_str(&cluster)), "status used another cluster:\n{err}");
-    let files: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let files = files.as_array().unwrap();
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let files = report["files"].as_array().unwrap();
     assert_eq!(files.len(), 1, "{out}");
     assert_eq!(
         (files[0]["file"].as_str(), files[0]["state"].as_str(), files[0]["rows_written"].as_i64()),

@@ -14,7 +14,11 @@
 //!   network namespaces); tests that use them are `#[ignore = "needs root:
 //!   …"]` and fail, not pass, when run without it.
 //! - [`reader`]: the CSV reader run over bytes in memory.
+//! - [`browser`]: headless Chromium through chromedriver (WebDriver); tests
+//!   that use it are `#[ignore = "needs chromium and chromedriver (Debian
+//!   packages)"]` and fail, not pass, without them.
 
+pub mod browser;
 pub mod cluster;
 pub mod daemon;
 pub mod db;
@@ -23,6 +27,7 @@ pub mod oracle;
 pub mod reader;
 pub mod root;
 
+pub use browser::*;
 pub use cluster::*;
 pub use daemon::*;
 pub use db::*;
