@@ -352,7 +352,9 @@ impl DeclaredMaker {
             Kind::Decimal { scale } => decimal_in(r, column, scale.unwrap_or(2).min(4), nonzero),
             Kind::Bool => ["true", "false", "t", "f", "yes", "no", "1", "0"][r.random_range(0..8)].to_owned(),
             Kind::Timestamp { format } => {
-                let t = Utc::now() - ChronoDuration::seconds(r.random_range(0..7 * 86_400));
+                // The last hour, as the built-in generator's: files that
+                // arrive as a stream hold recent events.
+                let t = Utc::now() - ChronoDuration::milliseconds(r.random_range(0..3_600_000));
                 match format {
                     Some(f) => t.format(&f.pattern).to_string(),
                     None => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

@@ -201,6 +201,15 @@ pub struct PipelineSql {
     pub merge_counts: bool,
     /// The merge for a group of files: rows written per `source_file`.
     pub merge_counted: String,
+    /// The direct route of a pipeline whose rows PostgreSQL completes
+    /// (derived columns, rollups; `copy_table` is `None`): staging into the
+    /// table without `ON CONFLICT`, for rows whose keys are new. A stored
+    /// key aborts it (unique violation) and the batch is redone through
+    /// `merge`; when it succeeds every staged row was written. Speculative
+    /// insertion (the arbiter index probed before each row) is a third of
+    /// an `ON CONFLICT` insert's cost. `None` without a key (`merge` has no
+    /// `ON CONFLICT` then) or with direct COPY.
+    pub merge_new: Option<String>,
     /// Evaluates the derived columns over the staging table alone: run on
     /// one refused row, it tells a derived expression's failure apart from
     /// the table refusing a value.
@@ -246,11 +255,9 @@ impl PipelineSql {
                 key.iter().map(|&k| quote(&p.schema.columns[k].name)).collect::<Vec<_>>().join(", ")
             ),
         };
-        let insert = format!(
-            "INSERT INTO {table} ({}) SELECT {} FROM {from}{conflict}",
-            insert_columns.join(", "),
-            select.join(", ")
-        );
+        let insert_new =
+            format!("INSERT INTO {table} ({}) SELECT {} FROM {from}", insert_columns.join(", "), select.join(", "));
+        let insert = format!("{insert_new}{conflict}");
         // Rollups take exactly the rows this statement wrote: the INSERT's
         // RETURNING, never duplicates or rejects.
         let rollups: Vec<String> = p
@@ -300,11 +307,19 @@ impl PipelineSql {
                 )
             })
             .collect();
-        let with_rollups = |returning: &str, tail: &str| {
+        let with_rollups_of = |insert: &str, returning: &str, tail: &str| {
             let mut ctes = vec![format!("ins AS ({insert} RETURNING {returning})")];
             ctes.extend(rollups.iter().cloned());
             format!("WITH {} {tail}", ctes.join(", "))
         };
+        let with_rollups = |returning: &str, tail: &str| with_rollups_of(&insert, returning, tail);
+        let merge_new = (!p.direct_copy_allowed() && !p.schema.key.is_empty()).then(|| {
+            if p.rollups.is_empty() {
+                insert_new.clone()
+            } else {
+                with_rollups_of(&insert_new, "*", "SELECT 1")
+            }
+        });
         let (merge, merge_counts) = if p.rollups.is_empty() {
             (insert.clone(), false)
         } else {
@@ -340,6 +355,7 @@ impl PipelineSql {
             merge,
             merge_counts,
             merge_counted,
+            merge_new,
             derived_probe,
         }
     }
@@ -472,5 +488,39 @@ pub fn create_view(name: &str, query: &str, replace: bool) -> String {
         format!("CREATE OR REPLACE VIEW {name} AS {query}")
     } else {
         format!("DROP VIEW IF EXISTS {name}; CREATE VIEW {name} AS {query}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::pipeline::{builtin, Pipeline};
+
+    fn example(name: &str) -> PipelineSql {
+        let path = format!("{}/config/pipelines/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+        PipelineSql::new(&Pipeline::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap())
+    }
+
+    /// Which statements each kind of pipeline gets: direct COPY when the
+    /// rows go in as they are; else an insert without `ON CONFLICT` for new
+    /// keys (rollups fed by what it returns); without a key, the merge alone.
+    #[test]
+    fn routes_follow_what_the_database_computes() {
+        let plain = PipelineSql::new(&builtin());
+        assert!(plain.copy_table.as_deref().unwrap().starts_with("COPY \"ecommerce_events\""));
+        assert_eq!((plain.merge_new.is_none(), plain.merge_counts), (true, false));
+        assert!(plain.merge.ends_with("ON CONFLICT (\"event_id\") DO NOTHING"), "{}", plain.merge);
+
+        let completed = example("transactions");
+        assert!(completed.copy_table.is_none());
+        let new = completed.merge_new.as_deref().unwrap();
+        assert!(new.starts_with("WITH ins AS (INSERT INTO \"transactions\""), "{new}");
+        assert!(!new.contains("ON CONFLICT (\"transaction_id\")"), "{new}");
+        assert!(new.contains("INSERT INTO \"category_totals\"") && new.contains("INSERT INTO \"category_hourly\""));
+        assert!(completed.merge.contains("ON CONFLICT (\"transaction_id\") DO NOTHING RETURNING *"));
+
+        let keyless = example("user_events");
+        let insert = keyless.merge.split(" RETURNING ").next().unwrap();
+        assert!(keyless.merge_new.is_none() && !insert.contains("ON CONFLICT"), "{insert}");
     }
 }

@@ -80,6 +80,7 @@ struct Statements {
     copy_rejects: Statement,
     merge: Statement,
     merge_counted: Statement,
+    merge_new: Option<Statement>,
     advance: Statement,
     advance_many: Statement,
 }
@@ -90,8 +91,13 @@ impl Statements {
             Some(s) => Some(client.prepare(s).await?),
             None => None,
         };
+        let merge_new = match &sql.merge_new {
+            Some(s) => Some(client.prepare(s).await?),
+            None => None,
+        };
         Ok(Statements {
             copy_table,
+            merge_new,
             copy_staging: client.prepare(&sql.copy_staging).await?,
             copy_rejects: client.prepare(sql::COPY_REJECTS).await?,
             merge: client.prepare(&sql.merge).await?,
@@ -196,9 +202,12 @@ async fn copy_payload<B: Buf + Send + 'static>(
 /// Direct: the events by COPY straight into the table, and the repeats
 /// (presumed duplicates) through staging and the merge, which skips those
 /// stored and writes any that are not (a first occurrence the database
-/// refused, or one not committed after all). Staging: everything through
-/// staging and the merge. A pipeline whose rows PostgreSQL completes on
-/// the way in (derived columns, rollups) always takes staging.
+/// refused, or one not committed after all). A pipeline whose rows
+/// PostgreSQL completes on the way in (derived columns, rollups) cannot
+/// COPY into its table: its direct route stages the events and inserts
+/// them without `ON CONFLICT` (`PipelineSql::merge_new`), a stored key
+/// aborting it as a direct COPY's would; without a key it always takes
+/// staging. Staging: everything through staging and the merge.
 async fn put_events<'a>(
     tx: &Transaction<'_>,
     st: &Statements,
@@ -224,6 +233,28 @@ async fn put_events<'a>(
             }
             merged(batches.iter().map(|b| b.repeats)).await
         }
+        (Route::Direct, None) if st.merge_new.is_some() => {
+            let events = merged(batches.iter().map(|b| b.events)).await;
+            let repeats = merged(batches.iter().map(|b| b.repeats)).await;
+            if events.rows() > 0 {
+                copy_payload(tx, &st.copy_staging, events).await.map_err(DbError::pg("copy rows"))?;
+                match tx.execute(st.merge_new.as_ref().expect("checked"), &[]).await {
+                    Ok(_) => {}
+                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                        metrics().route(&st.sql.pipeline, "direct_conflict");
+                        return Ok(Put::Conflict);
+                    }
+                    Err(e) => return Err(DbError::pg("merge rows")(e)),
+                }
+                for b in batches {
+                    *written.entry(b.file_name).or_default() += b.events.rows();
+                }
+                if repeats.rows() > 0 {
+                    tx.batch_execute(&st.sql.truncate_staging).await.map_err(DbError::pg("truncate staging"))?;
+                }
+            }
+            repeats
+        }
         _ => merged(batches.iter().flat_map(|b| [b.events, b.repeats])).await,
     };
     if merged.rows() > 0 {
@@ -240,7 +271,11 @@ async fn put_events<'a>(
             }
         }
     }
-    metrics().route(&st.sql.pipeline, route.label());
+    let taken = match route {
+        Route::Direct if st.copy_table.is_none() && st.merge_new.is_none() => Route::Staging,
+        r => r,
+    };
+    metrics().route(&st.sql.pipeline, taken.label());
     Ok(Put::Written(written))
 }
 
