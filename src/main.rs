@@ -297,7 +297,10 @@ fn init_logging(config: &Config) {
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(ingestd::progress::LogWriter);
+    // Colours only for a person at a terminal: a journal, a file or a
+    // collector gets plain text (and NO_COLOR is honoured).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(colour).with_writer(ingestd::progress::LogWriter);
     let registry = tracing_subscriber::registry().with(filter).with(ingestd::live::RecentEvents);
     let _ = match config.log.format {
         LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),

@@ -219,7 +219,8 @@ pub async fn read(pool: &Pool, limit: Option<usize>) -> Result<Report, DbError> 
 /// of each pipeline and of all, then rejects by reason and skipped entries.
 pub fn render_text(report: &Report) -> String {
     let line = |pipeline: &str, file: &str, state: &str, t: i64, w: i64, d: i64, r: i64, offset: &str| {
-        format!("{pipeline:<16} {file:<40} {state:<11} {t:>10} {w:>10} {d:>10} {r:>10} {offset:>14}")
+        let l = format!("{pipeline:<16} {file:<40} {state:<11} {t:>10} {w:>10} {d:>10} {r:>10} {offset:>14}");
+        l.trim_end().to_owned()
     };
     let mut out = line("PIPELINE", "FILE", "STATE", 0, 0, 0, 0, "OFFSET")
         .replace("         0          0          0          0", "      ROWS    WRITTEN  DUPLICATE   REJECTED");
