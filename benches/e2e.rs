@@ -40,7 +40,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime};
 
 use ingestd::db::embedded::EmbeddedPg;
-use ingestd::generate::{GenSpec, RowMaker};
+use ingestd::generate::{FileMaker, GenSpec, RowMaker};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ingestd");
 const COLUMNS: &str = "event_id,event_type,user_id,session_id,product_id,product_name,product_category,price,quantity,event_timestamp,device_type,user_agent";

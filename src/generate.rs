@@ -143,18 +143,6 @@ impl RowMaker {
         w.flush()?;
         Ok(stats)
     }
-
-    /// Writes `dir/name` as a producer should: under a temp name, fsynced,
-    /// then renamed into place.
-    /// Writes a file whole under a temp name, then renames it into `dir`,
-    /// as a producer should.
-    pub fn write_file(&mut self, dir: &Path, name: &str, spec: &GenSpec) -> io::Result<GenStats> {
-        let target = dir.join(name);
-        let mut file = crate::fsutil::AtomicFile::create(&target)?;
-        let stats = self.write_rows(file.writer(), spec)?;
-        file.commit(&target, true)?;
-        Ok(stats)
-    }
 }
 
 /// A file name that sorts by creation time and does not repeat.
@@ -166,19 +154,29 @@ pub fn file_name(prefix: &str, seq: u64) -> String {
 /// Something that writes generated files: the Generator actor and
 /// `ingestd generate` drive either maker through it.
 pub trait FileMaker: Send {
-    /// Writes `dir/name` whole (temp name, then rename).
-    fn write_file(&mut self, dir: &Path, name: &str, spec: &GenSpec) -> io::Result<GenStats>;
+    /// A header and `spec.rows` rows.
+    fn rows(&mut self, out: &mut dyn Write, spec: &GenSpec) -> io::Result<GenStats>;
+
+    /// Writes `dir/name` as a producer should: whole under a temp name,
+    /// fsynced, then renamed into place.
+    fn write_file(&mut self, dir: &Path, name: &str, spec: &GenSpec) -> io::Result<GenStats> {
+        let target = dir.join(name);
+        let mut file = crate::fsutil::AtomicFile::create(&target)?;
+        let stats = self.rows(file.writer(), spec)?;
+        file.commit(&target, true)?;
+        Ok(stats)
+    }
 }
 
 impl FileMaker for RowMaker {
-    fn write_file(&mut self, dir: &Path, name: &str, spec: &GenSpec) -> io::Result<GenStats> {
-        RowMaker::write_file(self, dir, name, spec)
+    fn rows(&mut self, out: &mut dyn Write, spec: &GenSpec) -> io::Result<GenStats> {
+        self.write_rows(out, spec)
     }
 }
 
 impl FileMaker for DeclaredMaker {
-    fn write_file(&mut self, dir: &Path, name: &str, spec: &GenSpec) -> io::Result<GenStats> {
-        DeclaredMaker::write_file(self, dir, name, spec)
+    fn rows(&mut self, out: &mut dyn Write, spec: &GenSpec) -> io::Result<GenStats> {
+        self.write_rows(out, spec)
     }
 }
 
@@ -215,15 +213,6 @@ impl DeclaredMaker {
         // Distinct makers (files of several runs) start far apart.
         let counter = rng.random_range(0..1u64 << 40);
         DeclaredMaker { pipeline, rng, counter, recent_keys: Vec::new(), header }
-    }
-
-    /// Writes `name` in `dir` whole (temp name, then rename).
-    pub fn write_file(&mut self, dir: &Path, name: &str, spec: &GenSpec) -> io::Result<GenStats> {
-        let target = dir.join(name);
-        let mut file = crate::fsutil::AtomicFile::create(&target)?;
-        let stats = self.write_rows(file.writer(), spec)?;
-        file.commit(&target, true)?;
-        Ok(stats)
     }
 
     /// A header and `spec.rows` rows.
