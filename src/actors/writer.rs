@@ -525,3 +525,152 @@ impl Handler<Validated> for Writer {
         self.pump(ctx);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::testing::{wait_for, Collector};
+    use crate::core::header::Header;
+    use crate::core::pipeline::builtin;
+    use crate::core::reader::RecordReader;
+    use crate::core::record::{RawRecord, RecordBatch};
+    use crate::credit::{Credits, Window};
+    use crate::db::embedded::{EmbeddedPg, DEFAULT_DB};
+    use crate::db::files::{self, Identity};
+    use crate::messages::{BatchEnd, FileTask, ParsedBatch};
+
+    const A: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    const B: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+    const C: &str = "16fd2706-8baf-433b-82eb-8c7fada847da";
+    const D: &str = "886313e1-3b8a-4372-9b90-0c9aee199e5d";
+
+    /// The whole file as one validated batch, as the Parser and the
+    /// Validator would hand it on, holding a credit of `credits`.
+    async fn batch(file: &Arc<FileTask>, text: &str, credits: &Credits) -> ValidatedBatch {
+        let mut reader = RecordReader::new(text.as_bytes(), 0, 1, 1 << 20);
+        let mut rec = RawRecord::default();
+        reader.read_header(&mut rec).unwrap();
+        let header = Header::parse(&builtin().schema, &rec);
+        let mut records = RecordBatch::with_capacity(8, text.len());
+        while reader.read_record(&mut rec).unwrap() {
+            records.push(&rec);
+        }
+        let mut step = credits.step().await.unwrap();
+        let parsed = ParsedBatch {
+            file: file.clone(),
+            header: Arc::new(header),
+            start_offset: 0,
+            start_line: 1,
+            end_offset: text.len() as u64,
+            end_line: reader.line(),
+            credit: step.split(500, records.len()),
+            records,
+            end: BatchEnd::Eof,
+        };
+        let checked = validate_records(
+            &builtin().schema,
+            &parsed.header,
+            parsed.records.iter(),
+            &file.name,
+            chrono::Utc::now(),
+            &mut Validation::default(),
+            &mut bytes::BytesMut::new(),
+        );
+        ValidatedBatch::new(parsed, checked)
+    }
+
+    /// The Writer alone against a real PostgreSQL, a collector downstream:
+    /// a batch's rows, rejects and checkpoint commit together (a row the
+    /// table refuses is isolated and rejected, the rest commits), its
+    /// counts go downstream, its credit comes back once it is dropped; the
+    /// same batch sent again meets the checkpoint fence and writes nothing.
+    #[actix_rt::test]
+    async fn commits_a_batch_with_its_checkpoint_and_a_replay_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let pg = EmbeddedPg::start(&dir.path().join("pg")).expect("embedded PostgreSQL");
+        let pool = crate::db::build_pool(pg.url(DEFAULT_DB).parse().unwrap(), 2);
+        crate::db::migrate::run(&pool).await.unwrap();
+        // A table that drifted from the contract: it refuses product p9.
+        let conn = pool.get().await.unwrap();
+        conn.batch_execute("ALTER TABLE ecommerce_events ADD CONSTRAINT no_p9 CHECK (product_id <> 'p9')")
+            .await
+            .unwrap();
+
+        let text = format!(
+            "event_id,event_type,user_id,product_id,event_timestamp\n\
+             {A},view,u1,p1,2026-01-01 00:00:00\n\
+             nope,view,u2,p2,2026-01-01 00:00:00\n\
+             {A},view,u3,p3,2026-01-01 00:00:00\n\
+             {B},purchase,u4,p4,2026-01-01 00:00:00\n\
+             {C},view,u5,p9,2026-01-01 00:00:00\n\
+             {D},view,u6,p6,2026-01-01 00:00:00\n"
+        );
+        let path = dir.path().join("f.csv");
+        std::fs::write(&path, &text).unwrap();
+        let identity =
+            Identity { path: path.display().to_string(), name: "f.csv", fingerprint: "fp", size: text.len() as u64 };
+        let claimed = files::claim(&pool, "ecommerce", &[identity]).await.unwrap();
+        let file = Arc::new(FileTask {
+            file_id: claimed[0].id,
+            path: path.clone(),
+            name: "f.csv".into(),
+            fingerprint: "fp".into(),
+            size: text.len() as u64,
+            stamp: crate::fsutil::Stamp { size: 0, mtime_ns: 0, ino: 0 },
+            gzip: false,
+            offset: 0,
+            line: 1,
+        });
+
+        let (collector, got) = Collector::<BatchCommitted>::start();
+        let (failures, failed) = Collector::<ChildFailed>::start();
+        let settings = WriterSettings {
+            pipeline: builtin(),
+            sql: Arc::new(PipelineSql::new(&builtin())),
+            batch_timeout: Duration::from_secs(30),
+            writers: 1,
+            max_record_bytes: 1 << 20,
+            batch_rows: 10_000,
+        };
+        let writer =
+            Writer::new(pool.clone(), collector.recipient(), failures.recipient(), Arc::new(Health::new(1)), settings)
+                .start();
+        let credits = Window::new(1, 1).for_pipeline();
+        writer.send(Validated(vec![batch(&file, &text, &credits).await])).await.unwrap();
+        wait_for(&got, 1).await;
+        {
+            let done = &got.lock().unwrap()[0];
+            let c = done.counts;
+            assert_eq!((c.rows, c.written, c.duplicate, c.rejected), (6, 2, 1, 3));
+            assert_eq!(c.file_done.map(|t| (t.rows, t.written, t.duplicate, t.rejected)), Some((6, 2, 1, 3)));
+            assert_eq!(done.end_offset, text.len() as u64);
+        }
+        let q = |sql: &'static str| {
+            let pool = pool.clone();
+            async move { pool.get().await.unwrap().query_one(sql, &[]).await.unwrap().get::<_, String>(0) }
+        };
+        assert_eq!(q("SELECT string_agg(product_id, ',' ORDER BY product_id) FROM ecommerce_events").await, "p1,p6");
+        assert_eq!(
+            q("SELECT string_agg(source_line || ':' || reason, ',' ORDER BY source_line) FROM ingest_rejects").await,
+            "3:invalid_uuid,5:purchase_without_price,6:out_of_range"
+        );
+        assert_eq!(
+            q("SELECT state || ' ' || committed_offset || ' ' || committed_line FROM ingest_files").await,
+            format!("done {} 8", text.len())
+        );
+        // The batch was dropped after its commit: its credit is back.
+        let back = tokio::time::timeout(Duration::from_secs(5), credits.step()).await;
+        assert!(matches!(back, Ok(Some(_))), "the credit came back");
+        drop(back);
+
+        // A replay of the same batch (after a crash, say) meets the fence.
+        writer.send(Validated(vec![batch(&file, &text, &credits).await])).await.unwrap();
+        wait_for(&got, 2).await;
+        let c = got.lock().unwrap()[1].counts;
+        assert_eq!((c.rows, c.written, c.duplicate, c.rejected), (0, 0, 0, 0));
+        assert_eq!(q("SELECT count(*)::text FROM ecommerce_events").await, "2");
+        assert_eq!(q("SELECT count(*)::text FROM ingest_rejects").await, "3");
+        assert!(failed.lock().unwrap().is_empty());
+    }
+}
