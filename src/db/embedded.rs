@@ -45,7 +45,6 @@ use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -1000,20 +999,20 @@ fn lock(root: &Path) -> Result<File, EmbeddedError> {
         // A lock file made by another user: read access is enough for flock.
         .or_else(|_| File::open(&path))
         .map_err(EmbeddedError::io(format!("open {}", path.display())))?;
-    let fd = file.as_raw_fd();
-    // SAFETY: flock on an fd we own; no memory is involved.
-    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(file);
+    // std's file locks are flock(2) on Unix, the lock the tests' cluster
+    // manager and concurrent starts agree on.
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {}
+        Err(std::fs::TryLockError::Error(e)) => return Err(EmbeddedError::io(format!("lock {}", path.display()))(e)),
     }
     info!(lock = %path.display(), "waiting for another process to finish starting the embedded postgresql");
     loop {
-        // SAFETY: as above.
-        if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0 {
-            return Ok(file);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(EmbeddedError::io(format!("lock {}", path.display()))(err));
+        match file.lock() {
+            Ok(()) => return Ok(file),
+            // A signal arrived while waiting: wait again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(EmbeddedError::io(format!("lock {}", path.display()))(e)),
         }
     }
 }
