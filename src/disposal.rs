@@ -9,8 +9,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::core::pipeline::AfterCommit;
+use crate::db::files::StoredReject;
 use crate::fsutil::{AtomicFile, Stamp};
-use crate::messages::FileTask;
+use crate::source::FileTask;
 
 /// Where a pipeline's finished files and rejects go.
 #[derive(Debug, Clone)]
@@ -34,15 +35,6 @@ pub enum DiskError {
     Delete(io::Error),
     #[error("disk work task: {0}")]
     Task(String),
-}
-
-/// A rejected row as the rejects file shows it.
-#[derive(Debug, Clone)]
-pub struct StoredReject {
-    pub line: i64,
-    pub reason: String,
-    pub detail: String,
-    pub raw: Vec<u8>,
 }
 
 /// `<bad_records>/<file>.rejects.csv` being written: line, reason,

@@ -20,29 +20,7 @@ use crate::credit::Credit;
 use crate::db::write::Counts;
 use crate::db::DbError;
 use crate::source::ReadError;
-
-/// Primary key of a row in `ingest_files`.
-pub type FileId = i64;
-
-/// A file the CheckpointKeeper has claimed for reading, with where to resume.
-#[derive(Debug, Clone)]
-pub struct FileTask {
-    pub file_id: FileId,
-    pub path: PathBuf,
-    /// The file name as it sits in the incoming folder; stored as
-    /// `source_file` with every event and reject.
-    pub name: String,
-    pub fingerprint: String,
-    pub size: u64,
-    /// The stat the fingerprint was taken with: the same stat later means
-    /// the same file, without hashing it again.
-    pub stamp: crate::fsutil::Stamp,
-    pub gzip: bool,
-    /// Committed byte offset in the (decompressed) stream.
-    pub offset: u64,
-    /// Line number at `offset`.
-    pub line: u64,
-}
+pub use crate::source::{FileId, FileTask};
 
 impl FileTask {
     /// The task for a file the CheckpointKeeper claimed: where it resumes.

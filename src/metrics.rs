@@ -220,15 +220,15 @@ impl Metrics {
 
     /// Shows every reason a pipeline can give and every route, at 0 until
     /// it happens.
-    pub fn declare_reasons(&self, pipeline: &str, reasons: &[RejectReason]) {
+    pub fn declare_reasons(&self, pipeline: &str, reasons: &[RejectReason], skip_reasons: &[&str]) {
         for r in reasons {
             self.rejects.with_label_values(&[pipeline, r.as_str()]);
         }
         for route in ["direct", "staging", "direct_conflict"] {
             self.routes.with_label_values(&[pipeline, route]);
         }
-        for reason in crate::intake::SkipReason::ALL {
-            self.skipped.with_label_values(&[pipeline, reason.as_str()]);
+        for reason in skip_reasons {
+            self.skipped.with_label_values(&[pipeline, reason]);
         }
         self.pipeline(pipeline);
     }

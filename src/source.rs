@@ -8,13 +8,36 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::core::header::Header;
 use crate::core::reader::RecordReader;
 use crate::core::record::{RawRecord, RecordBatch};
 use crate::core::schema::Schema;
-use crate::messages::FileTask;
+
+/// Primary key of a row in `ingest_files`.
+pub type FileId = i64;
+
+/// A file the CheckpointKeeper has claimed for reading, with where to resume.
+#[derive(Debug, Clone)]
+pub struct FileTask {
+    pub file_id: FileId,
+    pub path: PathBuf,
+    /// The file name as it sits in the incoming folder; stored as
+    /// `source_file` with every event and reject.
+    pub name: String,
+    pub fingerprint: String,
+    pub size: u64,
+    /// The stat the fingerprint was taken with: the same stat later means
+    /// the same file, without hashing it again.
+    pub stamp: crate::fsutil::Stamp,
+    pub gzip: bool,
+    /// Committed byte offset in the (decompressed) stream.
+    pub offset: u64,
+    /// Line number at `offset`.
+    pub line: u64,
+}
 
 const READ_BUFFER: usize = 256 * 1024;
 /// A file with at most this much left to read is small: its batch's

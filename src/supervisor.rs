@@ -120,7 +120,11 @@ impl Supervisor {
         let runs = planned
             .into_iter()
             .map(|planned| {
-                metrics().declare_reasons(&planned.pipeline.name, &planned.pipeline.reasons());
+                metrics().declare_reasons(
+                    &planned.pipeline.name,
+                    &planned.pipeline.reasons(),
+                    &crate::intake::SkipReason::ALL.map(|r| r.as_str()),
+                );
                 Run {
                     sql: Arc::new(PipelineSql::new(&planned.pipeline)),
                     folder_key: crate::db::leader::folder_key(&planned.incoming),

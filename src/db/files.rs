@@ -8,7 +8,6 @@ use std::fmt;
 use tokio_postgres::types::Type;
 
 use crate::db::{sql, DbError, Pool};
-use crate::disposal::StoredReject;
 
 /// Where a file identity stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -210,6 +209,16 @@ pub async fn rejects_by_reason(pool: &Pool, file_id: i64) -> Result<Vec<(String,
         .await
         .map_err(DbError::pg("read rejects"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// A rejected row as `ingest_rejects` stores it (and the rejects file
+/// shows it).
+#[derive(Debug, Clone)]
+pub struct StoredReject {
+    pub line: i64,
+    pub reason: String,
+    pub detail: String,
+    pub raw: Vec<u8>,
 }
 
 /// One page of a file's rejects, after line `after`, in line order.
