@@ -43,6 +43,9 @@ impl Rejection {
     }
 }
 
+/// Fields whose checked text `validate` keeps between its steps.
+const KEPT_FIELDS: usize = 32;
+
 /// Validates one record (a data row of a file whose header is `header`) as
 /// of the daemon's clock `now`, filling `values` with the row's stored
 /// values in column order. Fields are trimmed of spaces and tabs; a field
@@ -73,6 +76,10 @@ pub fn validate<'a>(
             format!("{} fields, the header has {}", rec.field_count(), header.width()),
         ));
     }
+    // The checked text of the first fields is kept for step 3, so that
+    // UTF-8 is checked once per field (a wider row checks its later fields
+    // again there).
+    let mut texts: [&'a str; KEPT_FIELDS] = [""; KEPT_FIELDS];
     for pos in 0..rec.field_count() {
         let bytes = rec.field_bytes(pos);
         let Ok(s) = std::str::from_utf8(bytes) else {
@@ -82,13 +89,19 @@ pub fn validate<'a>(
         if s.as_bytes().contains(&0) {
             return Err(field_malformed(schema, header.column_at(pos), pos, "NUL byte"));
         }
+        if let Some(slot) = texts.get_mut(pos) {
+            *slot = s;
+        }
     }
 
     // 3. The columns, in declaration order.
     for (c, column) in schema.columns.iter().enumerate() {
         let text = match header.index(c) {
-            // UTF-8 was checked above.
-            Some(pos) => trim(std::str::from_utf8(rec.field_bytes(pos)).unwrap_or_default()),
+            Some(pos) => trim(match texts.get(pos) {
+                Some(s) => s,
+                // UTF-8 was checked above.
+                None => std::str::from_utf8(rec.field_bytes(pos)).unwrap_or_default(),
+            }),
             None => "",
         };
         match column.value(text, now) {

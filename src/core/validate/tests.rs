@@ -207,6 +207,21 @@ fn missing_column_and_malformed_csv() {
     check_raw(b"Colour,event_id,event_type,user_id,product_id,event_timestamp", format!("red,{UUID},view,u1,p1,2026-11-22 10:00:00").as_bytes(), "ok");
 }
 
+/// Known columns far to the right of unknown ones (past the fields whose
+/// text `validate` keeps between its steps) are read and checked the same.
+#[test]
+fn known_columns_after_many_unknown_ones() {
+    let extra: Vec<String> = (0..40).map(|i| format!("x{i}")).collect();
+    let header = format!("{},{HEADER}", extra.join(","));
+    let mut rec = record(format!("{}{}", ",".repeat(40), BASE.join(",")).as_bytes());
+    assert_eq!(outcome(header.as_bytes(), &rec), outcome(HEADER.as_bytes(), &row(&[])));
+    let last = rec.bounds.len() - 1;
+    rec.data[rec.bounds[last] - 1] = 0xC0;
+    expect(outcome(header.as_bytes(), &rec), "malformed_csv (user_agent: invalid UTF-8)");
+    let rec = record(format!("{}{}", ",".repeat(40), BASE.join(",").replace("u1", "")).as_bytes());
+    expect(outcome(header.as_bytes(), &rec), "missing_field (user_id: empty)");
+}
+
 #[test]
 fn invalid_utf8_in_a_known_column() {
     let mut rec = row(&[]);
