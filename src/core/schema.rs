@@ -219,18 +219,19 @@ impl Column {
                 }
                 Ok(Value::Text(s))
             }
-            Kind::Uuid => value::parse_uuid(s.as_bytes()).map(Value::Uuid).ok_or((format, "not a UUID".into())),
+            Kind::Uuid => value::parse_uuid(s.as_bytes()).map(Value::Uuid).ok_or_else(|| (format, "not a UUID".into())),
             Kind::Enum { values } => values
                 .iter()
                 .find(|v| v.eq_ignore_ascii_case(s) || (!s.is_ascii() && s.to_lowercase() == **v))
                 .map(|v| Value::Text(v))
                 .ok_or_else(|| (format, format!("not one of {}", values.join(", ")))),
             Kind::Int => {
-                let n = Decimal::parse(s).filter(|d| d.frac.is_empty()).ok_or((format, "not an integer".into()))?;
+                let n =
+                    Decimal::parse(s).filter(|d| d.frac.is_empty()).ok_or_else(|| (format, "not an integer".into()))?;
                 if let Some(detail) = self.range.as_ref().and_then(|r| r.check(&n)) {
                     return Err((RejectReason::OUT_OF_RANGE, detail));
                 }
-                let n = n.to_i64().ok_or((RejectReason::OUT_OF_RANGE, "not a 64-bit integer".into()))?;
+                let n = n.to_i64().ok_or_else(|| (RejectReason::OUT_OF_RANGE, "not a 64-bit integer".into()))?;
                 if let Some((lo, hi, name)) = self.phys.int_bounds() {
                     if !(lo..=hi).contains(&n) {
                         return Err((RejectReason::OUT_OF_RANGE, format!("does not fit the column's type {name}")));
@@ -239,7 +240,7 @@ impl Column {
                 Ok(Value::Int(n))
             }
             Kind::Decimal { scale } => {
-                let d = Decimal::parse(s).ok_or((format, "not a plain decimal number".into()))?;
+                let d = Decimal::parse(s).ok_or_else(|| (format, "not a plain decimal number".into()))?;
                 if let Some(scale) = *scale {
                     if d.scale() > scale {
                         let what = if scale == 1 { "decimal" } else { "decimals" };
@@ -256,13 +257,13 @@ impl Column {
                 }
                 Ok(Value::Decimal(d))
             }
-            Kind::Bool => value::parse_bool(s).map(Value::Bool).ok_or((format, "not a boolean".into())),
+            Kind::Bool => value::parse_bool(s).map(Value::Bool).ok_or_else(|| (format, "not a boolean".into())),
             Kind::Timestamp { format: pattern } => {
                 let t = match pattern {
                     Some(p) => p.timestamp(s),
                     None => value::parse_timestamp(s.as_bytes()),
                 }
-                .ok_or((format, "not a valid timestamp".into()))?;
+                .ok_or_else(|| (format, "not a valid timestamp".into()))?;
                 if let Some((ahead, text)) = &self.max_future {
                     // No overflow: chrono's dates span far less than
                     // TimeDelta's range.
@@ -278,7 +279,7 @@ impl Column {
                 None => value::parse_date(s.as_bytes()),
             }
             .map(Value::Date)
-            .ok_or((format, "not a valid date".into())),
+            .ok_or_else(|| (format, "not a valid date".into())),
         }
     }
 
